@@ -1,0 +1,128 @@
+"""The `vjepa2` command: parse arguments, build a config, call the module that does the work.
+
+No algorithms live here. Heavy imports (TensorFlow, MuJoCo) happen inside each command so that
+`vjepa2 --help` is instant.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+from vjepa2.errors import UsageError
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; received {text!r}")
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; received {value}")
+    return value
+
+
+def _cmd_collect(args: argparse.Namespace) -> int:
+    from envs.collect import collect_cli
+
+    return collect_cli(args)
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from vjepa2.train.pretrain import pretrain_cli
+
+    return pretrain_cli(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vjepa2",
+        description="V-JEPA 2 world model: collect robot logs, pretrain a video encoder, "
+        "fine-tune an action-conditioned predictor, plan and evaluate.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser(
+        "collect",
+        help="collect robot logs (RLDS) with scripted policies in the MuJoCo tasks",
+        description="Run scripted policies in the MuJoCo tasks with parallel workers and write "
+        "RLDS episodes (TFDS on-disk format). Re-running with the same --out continues an "
+        "interrupted collection up to --episodes without duplicates.",
+    )
+    p.add_argument("--task", required=True,
+                   help="task name (reach, push, grasp, reach_with_object, pick_and_place) or "
+                   "'play' for the exploratory play policy")
+    p.add_argument("--variation", default="train", choices=["train", "heldout"],
+                   help="scene variation set (default: train)")
+    p.add_argument("--episodes", type=_positive_int, required=True, help="episodes to collect")
+    p.add_argument("--workers", type=_positive_int, default=1, help="parallel worker processes")
+    p.add_argument("--out", required=True, help="output dataset folder")
+    p.add_argument("--videos", action="store_true",
+                   help="also write each episode's camera frames as an mp4 (readable by pretrain)")
+    p.add_argument("--image-size", type=_positive_int, default=128, help="camera frame size in px")
+    p.add_argument("--noise", type=float, default=None,
+                   help="action noise of the scripted expert (default: the policy's own)")
+    p.add_argument("--seed", type=int, default=0, help="base seed; episode i uses seed + i")
+    p.set_defaults(func=_cmd_collect)
+
+    p = sub.add_parser(
+        "pretrain",
+        help="self-supervised V-JEPA 2 pretraining of a video encoder on video files",
+        description="Pretrain a video encoder with the V-JEPA 2 objective (predict the EMA "
+        "teacher's latent tokens of masked space-time blocks from the visible ones). Writes "
+        "checkpoints, metrics.jsonl and TensorBoard logs into --out.",
+    )
+    p.add_argument("--preset", default="tiny",
+                   help="model preset name (tiny, small, large, huge, giant) or a preset folder")
+    p.add_argument("--videos", required=True,
+                   help="folder of .mp4/.webm/.mkv/.avi files, or a CSV of path[,label]")
+    p.add_argument("--steps", type=_positive_int, required=True, help="optimizer steps")
+    p.add_argument("--out", required=True, help="run folder (checkpoints, metrics, logs)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out exactly from its last checkpoint")
+    p.add_argument("--batch-size", type=_positive_int, default=8, help="clips per step")
+    p.add_argument("--frames", type=_positive_int, default=8, help="frames per clip")
+    p.add_argument("--resolution", type=_positive_int, default=128, help="frame size in px")
+    p.add_argument("--fps", type=float, default=4.0, help="clip sampling rate (frames/s)")
+    p.add_argument("--lr", type=float, default=5.25e-4, help="peak learning rate")
+    p.add_argument("--start-lr", type=float, default=1e-4, help="learning rate at step 0")
+    p.add_argument("--final-lr", type=float, default=1e-6, help="learning rate after decay")
+    p.add_argument("--warmup-steps", type=int, default=None,
+                   help="linear warmup steps (default: 10%% of --steps)")
+    p.add_argument("--decay-steps", type=int, default=None,
+                   help="final linear decay steps (default: 20%% of --steps)")
+    p.add_argument("--weight-decay", type=float, default=0.04, help="AdamW weight decay")
+    p.add_argument("--ema", type=float, nargs=2, default=(0.99925, 0.99925),
+                   metavar=("START", "END"),
+                   help="EMA teacher momentum, linearly scheduled from START to END")
+    p.add_argument("--clip-grad", type=float, default=None, help="global gradient-norm clip")
+    p.add_argument("--checkpoint-every", type=_positive_int, default=100,
+                   help="steps between checkpoints")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--workers", type=_positive_int, default=None,
+                   help="parallel video decoders (default: CPU count)")
+    p.add_argument("--distribute", choices=["none", "mirrored", "data_parallel"], default="none",
+                   help="multi-device training: tf.distribute.MirroredStrategy (TensorFlow) or "
+                   "keras.distribution.DataParallel (JAX)")
+    p.add_argument("--precision", choices=["auto", "float32", "mixed_bfloat16"], default="auto",
+                   help="auto: mixed_bfloat16 where a GPU is present, else float32")
+    p.set_defaults(func=_cmd_pretrain)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UsageError as error:
+        print(f"vjepa2 {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"vjepa2 {args.command}: interrupted; completed work is kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
