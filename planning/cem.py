@@ -177,6 +177,8 @@ class PlanResult:
             `per_iteration` (tuple), `evaluate`, `total`. The first plan of a new shape includes
             tracing/compilation.
         goal_index: which sub-goal the plan aimed at (0 for a single goal).
+        observed_energy: the latest context frame's latent distance to the goal (set by
+            `Planner`; `None` from `CEMPlanner.plan`).
         candidates: `(I, samples, H, A)` every sampled candidate, only when asked for.
     """
 
@@ -186,6 +188,7 @@ class PlanResult:
     energy_trace: dict[str, np.ndarray]
     timings: dict[str, Any]
     goal_index: int = 0
+    observed_energy: float | None = None
     candidates: np.ndarray | None = None
 
 

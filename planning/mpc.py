@@ -1,0 +1,206 @@
+"""Receding-horizon control (MPC): plan, execute the first action, observe, re-plan.
+
+Runs a `Planner` against any gymnasium environment with pixel observations. An episode ends when
+the sub-goal budgets are spent, when the planner's own stop rule fires (the observed frame's latent
+distance to the final goal falls below a threshold), or when the environment ends the episode.
+The simulator's success signal is never read here: callers read it afterwards from `infos` or
+`final_observation`.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from keras import ops
+
+from planning.api import PlanInputError, Planner
+from planning.cem import PlanResult
+from planning.energy import latent_distance
+from planning.schedule import SubgoalSchedule
+
+
+@dataclasses.dataclass(frozen=True)
+class MPCResult:
+    """What one MPC episode did.
+
+    Attributes:
+        actions: `(T, A)` executed actions.
+        plan_energy: `(T,)` energy of each executed plan (imagined outcome vs. its sub-goal).
+        observed_energy: `(T,)` latent distance of the observation each plan started from to
+            that plan's sub-goal.
+        final_energy: latent distance of the last observation to the final goal.
+        plan_seconds: `(T,)` wall-clock seconds of each plan, encoding included.
+        goal_index: `(T,)` sub-goal each step aimed at.
+        steps: executed steps `T`.
+        stop_reason: `"budget"`, `"stop_energy"` or `"env_end"` (terminated or truncated).
+        final_observation: the last observation.
+        infos: the `info` dicts of `reset` and of every step, for reading success afterwards.
+        plans: the `PlanResult` of every step.
+        frames: the observed frames `(T + 1)` when `record_frames=True`, else `None`.
+    """
+
+    actions: np.ndarray
+    plan_energy: np.ndarray
+    observed_energy: np.ndarray
+    final_energy: float
+    plan_seconds: np.ndarray
+    goal_index: np.ndarray
+    steps: int
+    stop_reason: str
+    final_observation: Any
+    infos: list
+    plans: list
+    frames: list | None = None
+
+
+def _reader(key, what) -> Callable:
+    if callable(key):
+        return key
+
+    def read(obs):
+        if not isinstance(obs, dict):
+            raise PlanInputError(f"the observation is a {type(obs).__name__}, not a dict; pass "
+                                 f"{what}_key as a callable that extracts the {what}")
+        if key not in obs:
+            raise PlanInputError(f"the observation has no key {key!r} (keys: {sorted(obs)}); "
+                                 f"pass {what}_key")
+        return obs[key]
+
+    return read
+
+
+class MPC:
+    """Receding-horizon control of a gymnasium environment towards goal images.
+
+    Each step encodes the current frame once (earlier context frames keep their encodings),
+    plans with the `Planner`, executes the first action and re-plans.
+
+    Args:
+        planner: a `Planner`.
+        env: a gymnasium environment whose observations hold a frame and a state.
+        goals: a goal image `(H, W, 3)` (then `max_steps` is its budget); a list of
+            `(goal_image, budget)` pairs, pursued in order (the reference's pick-and-place:
+            4 + 10 + 4); or a `SubgoalSchedule`.
+        max_steps: cap on executed steps; defaults to the schedule's total budget.
+        frame_key: observation key of the frame, or a callable `obs -> (H, W, 3)`.
+        state_key: observation key of the proprio state, or a callable `obs -> (S,)`.
+        context_frames: how many recent frames the world model sees (the reference: 1).
+        stop_energy: if set, a sub-goal counts as reached when the observed frame's latent
+            distance to it is `<= stop_energy`; reaching the last one ends the episode.
+        record_frames: keep the observed frames in the result (for videos).
+
+    Example:
+
+    >>> mpc = MPC(planner, env, [(grasped, 4), (lifted, 10), (goal, 4)])
+    >>> result = mpc.run(seed=0)
+    >>> result.infos[-1]["is_success"]   # read afterwards, never during planning
+    """
+
+    def __init__(self, planner: Planner, env, goals, *, max_steps: int | None = None,
+                 frame_key: str | Callable = "image", state_key: str | Callable = "state",
+                 context_frames: int = 1, stop_energy: float | None = None,
+                 record_frames: bool = False):
+        if not isinstance(planner, Planner):
+            raise TypeError(f"planner must be a planning.Planner; received "
+                            f"{type(planner).__name__}")
+        if context_frames < 1:
+            raise ValueError(f"context_frames must be >= 1; received {context_frames}")
+        if max_steps is not None and max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1 or None; received {max_steps}")
+        self.planner = planner
+        self.env = env
+        self.schedule = self._make_schedule(goals, max_steps, stop_energy)
+        self.max_steps = self.schedule.total_budget if max_steps is None else int(max_steps)
+        self.read_frame = _reader(frame_key, "frame")
+        self.read_state = _reader(state_key, "state")
+        self.context_frames = int(context_frames)
+        self.record_frames = record_frames
+
+    @staticmethod
+    def _make_schedule(goals, max_steps, stop_energy) -> SubgoalSchedule:
+        if isinstance(goals, SubgoalSchedule):
+            if stop_energy is not None:
+                raise ValueError("set stop_energy on the SubgoalSchedule itself, not on MPC")
+            return goals
+        if isinstance(goals, np.ndarray):
+            if max_steps is None:
+                raise ValueError("a single goal image needs max_steps (its step budget)")
+            return SubgoalSchedule([goals], [max_steps], stop_energy)
+        if isinstance(goals, Sequence) and goals and all(
+                isinstance(g, (tuple, list)) and len(g) == 2 for g in goals):
+            images, budgets = zip(*goals)
+            return SubgoalSchedule(images, budgets, stop_energy)
+        raise ValueError("goals must be a goal image, a list of (goal_image, budget) pairs or a "
+                         f"SubgoalSchedule; received {type(goals).__name__}")
+
+    def run(self, seed: int | None = None, options: dict | None = None) -> MPCResult:
+        """Runs one episode from `env.reset(seed=seed, options=options)`.
+
+        Returns:
+            An `MPCResult`.
+        """
+        planner, schedule = self.planner, self.schedule
+        planner.reset()
+        schedule.reset()
+        obs, info = self.env.reset(seed=seed, options=options)
+        infos = [info]
+        latents = collections.deque(maxlen=self.context_frames)
+        states = collections.deque(maxlen=self.context_frames)
+        past_actions = collections.deque(maxlen=max(self.context_frames - 1, 1))
+        actions, plan_energy, observed, seconds, indices, plans = [], [], [], [], [], []
+        frames = [] if self.record_frames else None
+        stop_reason = "budget"
+        for _ in range(self.max_steps):
+            t0 = time.perf_counter()
+            frame = np.asarray(self.read_frame(obs))
+            if frames is not None:
+                frames.append(frame.copy())
+            # Only the newest frame is encoded; older context frames keep their latents.
+            latents.append(planner.encode(frame)[0])
+            states.append(np.asarray(self.read_state(obs), "float32").reshape(-1))
+            context_actions = None
+            if len(latents) > 1:
+                context_actions = np.stack(list(past_actions)[-(len(latents) - 1):])
+            result: PlanResult = planner.plan_encoded(
+                ops.stack(list(latents)), np.stack(states), schedule,
+                context_actions=context_actions, frame_hw=frame.shape[:2])
+            seconds.append(time.perf_counter() - t0)
+            if schedule.reached:
+                stop_reason = "stop_energy"
+                break
+            action = result.first_action
+            obs, _, terminated, truncated, info = self.env.step(action)
+            infos.append(info)
+            past_actions.append(action)
+            actions.append(action)
+            plan_energy.append(result.energy)
+            observed.append(result.observed_energy)
+            indices.append(result.goal_index)
+            plans.append(result)
+            if terminated or truncated:
+                stop_reason = "env_end"
+                break
+            if schedule.done:
+                break
+        if frames is not None and stop_reason != "stop_energy":
+            frames.append(np.asarray(self.read_frame(obs)).copy())
+        final_goal = planner.encode_goal(schedule.goals[-1])
+        final_energy = latent_distance(planner.encode(np.asarray(self.read_frame(obs)))[0],
+                                       final_goal, planner.distance_kind)
+        return MPCResult(
+            actions=np.asarray(actions, "float32").reshape(-1, planner.action_dim),
+            plan_energy=np.asarray(plan_energy, "float32"),
+            observed_energy=np.asarray(observed, "float32"),
+            final_energy=final_energy,
+            plan_seconds=np.asarray(seconds[:len(actions)], "float64"),
+            goal_index=np.asarray(indices, "int32"),
+            steps=len(actions),
+            stop_reason=stop_reason,
+            final_observation=obs,
+            infos=infos,
+            plans=plans,
+            frames=frames,
+        )
