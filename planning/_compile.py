@@ -14,9 +14,10 @@ import keras
 def compile_function(fn: Callable, jit_compile: bool | None = None) -> Callable:
     """Compiles `fn` for the active Keras backend.
 
-    - TensorFlow: `tf.function(fn, jit_compile=...)`. `None` means `False`: on the 2-core CPU the
-      XLA-compiled iteration was not faster for the analytic models and compiles more slowly
-      (see `scripts/bench_plan_core.py`); large world models may prefer `True`.
+    - TensorFlow: `tf.function(fn, jit_compile=...)`. `None` means `False`: on the 2-core CPU,
+      with 64 tokens of width 192, the XLA-compiled iteration was slower per plan and took about
+      2 s to compile instead of 0.35 s (`scripts/bench_plan_core.py`); it helps only when the
+      iteration is tiny and dispatch-bound. Measure with the real world model before enabling.
     - JAX: `jax.jit(fn)` (always XLA; `jit_compile` is ignored).
     - Torch and others: `fn` itself, called eagerly.
 

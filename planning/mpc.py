@@ -139,11 +139,16 @@ class MPC:
     def run(self, seed: int | None = None, options: dict | None = None) -> MPCResult:
         """Runs one episode from `env.reset(seed=seed, options=options)`.
 
+        Args:
+            seed: seeds the environment's reset and, when not `None`, re-seeds the planner's
+                noise, so that an episode is reproducible from its seed alone.
+            options: passed to `env.reset`.
+
         Returns:
             An `MPCResult`.
         """
         planner, schedule = self.planner, self.schedule
-        planner.reset()
+        planner.reset(seed)
         schedule.reset()
         obs, info = self.env.reset(seed=seed, options=options)
         infos = [info]

@@ -424,6 +424,9 @@ def test_mpc_drives_point_to_goal():
     assert result.observed_energy[0] > result.observed_energy[-1]
     assert result.final_energy < 0.1 * result.observed_energy[0]
     assert result.plan_seconds.shape == (12,)
+    # An episode is reproducible from its seed (environment and planner noise).
+    again = MPC(planner, env, render_point(goal_pos), max_steps=12).run(seed=0)
+    np.testing.assert_array_equal(again.actions, result.actions)
 
 
 def test_mpc_subgoal_schedule_and_stop_rule():
