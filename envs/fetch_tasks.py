@@ -34,7 +34,8 @@ WORKSPACE_RANGE = 0.15  # half side of the square (around the start gripper xy) 
 MIN_GOAL_SEPARATION = 0.08  # metres between start and goal positions, so no episode starts solved
 LIFT_HEIGHT = 0.10  # grasp task: object lifted this far above its resting height
 NEAR_GOAL_HEIGHT = 0.06  # pick-and-place sub-goal: object held this far above the goal
-SETTLE_STEPS = 8  # env steps for the gripper to reach a teleported mocap target
+SETTLE_STEPS = 8
+CAMERA_AZIMUTH_DEG = 90.0  # camera on the table's +y side, looking across at the arm  # env steps for the gripper to reach a teleported mocap target
 
 _INITIAL_QPOS = {
     "robot0:slide0": 0.405,
@@ -427,17 +428,17 @@ class FetchGoalImageEnv(MujocoFetchEnv):
             [np.cos(np.pi / 4), 0.0, np.sin(np.pi / 4), 0.0] if dshape == "capsule" else [1, 0, 0, 0]
         )
         resting = dsize[0] if dshape in ("sphere", "capsule") else dsize[2]
-        side = 1.0 if self.np_random.uniform() < 0.5 else -1.0
+        # Behind the workspace as the camera sees it, so it never hides the object or gripper.
         center = self.initial_gripper_xpos[:2]
         m.body_pos[ids.distractor_body] = [
-            center[0] + self.np_random.uniform(-0.12, 0.12),
-            center[1] + side * self.np_random.uniform(0.24, 0.29),
+            center[0] + self.np_random.uniform(-0.14, 0.14),
+            center[1] - self.np_random.uniform(0.23, 0.29),
             TABLE_TOP + resting,
         ]
-        v["distractor_side"] = "left" if side > 0 else "right"
         # Camera: orbit the workspace centre; looks down at `elevation` degrees.
-        lookat = np.array([center[0] - 0.02, center[1], TABLE_TOP + 0.08])
-        az = np.deg2rad(v["camera_azimuth_deg"])
+        lookat = np.array([center[0] - 0.02, center[1] - 0.03, TABLE_TOP + 0.08])
+        # Seen from the side (+y), the arm enters from the left and never hides the gripper.
+        az = np.deg2rad(CAMERA_AZIMUTH_DEG + v["camera_azimuth_deg"])
         el = np.deg2rad(v["camera_elevation_deg"])
         dist = v["camera_distance"]
         offset = np.array([np.cos(el) * np.cos(az), np.cos(el) * np.sin(az), np.sin(el)])

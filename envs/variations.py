@@ -34,8 +34,8 @@ class VariationSet:
         table_hue, table_saturation, table_value: table colour in HSV.
         light_diffuse: diffuse intensity of the main light.
         light_tilt_deg: tilt of the main light from vertical, degrees.
-        camera_azimuth_deg: camera azimuth offset around the workspace, degrees (0 = facing
-            the robot across the table).
+        camera_azimuth_deg: camera azimuth offset around the workspace, degrees (0 = a side
+            view from the table's +y edge, the arm entering from the left).
         camera_elevation_deg: camera elevation (looking down), degrees.
         camera_distance: camera distance to its look-at point, metres.
         distractor_shape: visual distractor shape among `sphere`, `box`, `capsule`, `ellipsoid`.
