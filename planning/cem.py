@@ -60,7 +60,7 @@ class CEMConfig:
             intersected with the action bounds (the notebook: 0.05 m on xyz, 0.75 on gripper).
         warm_start: start each plan from the previous plan shifted by one step.
         warm_start_fill: what fills the freed last step: `"repeat"` the previous last action, or
-            `"zeros"` (the middle of the bounds).
+            `"zeros"` (the middle of the bounds, projected into the L1 ball).
         return_best: return the lowest-energy candidate seen instead of the final mean (the
             reference returns the mean, which averages out sampling noise).
         seed: seed of the planner's noise generator; `None` draws fresh entropy.
@@ -261,7 +261,7 @@ class CEMPlanner:
     Randomness: a numpy `Generator` seeded with `config.seed` is created here and by
     `reset(seed=...)`; each plan draws its noise `(iterations, samples, H, A)` from it and passes
     it into the compiled iteration. Two planners with the same seed given the same calls return
-    the same plans, on any backend, and noise never depends on tracing.
+    the same plans; the noise is the same on every backend and never depends on tracing.
 
     Example:
 
@@ -275,10 +275,9 @@ class CEMPlanner:
         config = CEMConfig() if config is None else config
         if not isinstance(config, CEMConfig):
             raise TypeError(f"config must be a CEMConfig; received {type(config).__name__}")
-        for method in ("rollout",):
-            if not callable(getattr(world_model, method, None)):
-                raise TypeError(f"world_model must have a callable {method}(); "
-                                f"received {type(world_model).__name__}")
+        if not callable(getattr(world_model, "rollout", None)):
+            raise TypeError("world_model must have a callable rollout(); "
+                            f"received {type(world_model).__name__}")
         self.world_model = world_model
         self.config = config
         low, high = self._check_bounds(action_low, action_high)
@@ -313,7 +312,13 @@ class CEMPlanner:
                                  f"received low={self._low.tolist()}, high={self._high.tolist()}")
             self._mask = mask
         half = (self._high - self._low) / 2.0
-        self._mid = ((self._high + self._low) / 2.0).astype("float32")
+        mid = ((self._high + self._low) / 2.0).astype("float32")
+        if self._mask is not None:
+            # Start feasible: the returned mean mixes feasible points, so it stays feasible too.
+            mid = ops.convert_to_numpy(project_l1_ball(
+                ops.convert_to_tensor(mid[None]), config.l1_radius,
+                ops.convert_to_tensor(self._mask)))[0]
+        self._mid = np.asarray(mid, "float32")
         self._init_std = np.broadcast_to(config.init_std * half, (config.horizon, self.action_dim))
         self._min_std = (config.min_std * half).astype("float32")
 

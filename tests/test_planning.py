@@ -261,6 +261,12 @@ def test_planner_never_samples_outside_bounds_or_ball():
     assert np.all(cand >= np.array(low) - 1e-7) and np.all(cand <= np.array(high) + 1e-7)
     assert np.all(np.abs(cand[..., :3]).sum(-1) <= 0.075 + 1e-6)
     assert np.abs(result.actions[:, :3]).sum(-1).max() <= 0.075 + 1e-6
+    # Bounds whose middle lies outside the ball: the start and the returned mean stay feasible.
+    planner = CEMPlanner(model, [-0.1, -0.1, -0.1, -1], [0.3, 0.3, 0.3, 1],
+                         config.replace(momentum_mean=0.5, momentum_std=0.5))
+    np.testing.assert_allclose(planner.initial_mean()[0], [0.025, 0.025, 0.025, 0.0], atol=1e-7)
+    actions = planner.plan(np.zeros((1, 1, 4)), np.zeros((1, 1)), far_goal).actions
+    assert np.abs(actions[:, :3]).sum(-1).max() <= 0.075 + 1e-6
     # The notebook's per-axis clip (0.05 m on xyz, 0.75 on the gripper) tightens the bounds.
     notebook = CEMConfig.notebook(action_dim=4, samples=64, iterations=2)
     planner = CEMPlanner(model, -1.0, 1.0, notebook)
