@@ -103,7 +103,8 @@ class CEMConfig:
                 raise ValueError(f"{name} must be in [0, 1); received {name}={value!r}")
         if self.l1_radius is not None and not (np.isfinite(self.l1_radius)
                                                and self.l1_radius > 0):
-            raise ValueError(f"l1_radius must be > 0 or None; received l1_radius={self.l1_radius!r}")
+            raise ValueError("l1_radius must be > 0 or None; "
+                             f"received l1_radius={self.l1_radius!r}")
         if self.ball_dims is not None:
             dims = tuple(self.ball_dims)
             if (not dims or len(set(dims)) != len(dims)
@@ -151,7 +152,8 @@ class CEMConfig:
         elif action_dim == 4:
             clip = (0.05, 0.05, 0.05, 0.75)
         else:
-            raise ValueError(f"notebook() knows action_dim 7 or 4; received action_dim={action_dim}")
+            raise ValueError("notebook() knows action_dim 7 or 4; "
+                             f"received action_dim={action_dim}")
         values = dict(samples=400, elites=10, iterations=10, horizon=2, momentum_mean=0.15,
                       momentum_std=0.15, clip=clip)
         values.update(overrides)

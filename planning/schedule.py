@@ -40,7 +40,8 @@ class SubgoalSchedule:
             if isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b < 1:
                 raise ValueError(f"budgets must be positive ints; received budgets={budgets!r}")
         if stop_energy is not None and not (np.isfinite(stop_energy) and stop_energy >= 0):
-            raise ValueError(f"stop_energy must be >= 0 or None; received stop_energy={stop_energy!r}")
+            raise ValueError("stop_energy must be >= 0 or None; "
+                             f"received stop_energy={stop_energy!r}")
         self.goals = goals
         self.budgets = tuple(int(b) for b in budgets)
         self.stop_energy = None if stop_energy is None else float(stop_energy)

@@ -141,7 +141,8 @@ GOAL = np.array([[1, 2]], "float32")  # (N=1, D=2)
 
 
 def test_energies_on_hand_computed_values():
-    # Per-step mean |z - g|: b0 = [1.5, 0.5], b1 = [1.5, 2.5]; mean (z - g)^2: [2.5, 0.5], [2.5, 6.5].
+    # Per-step mean |z - g|: b0 = [1.5, 0.5], b1 = [1.5, 2.5].
+    # Per-step mean (z - g)^2: b0 = [2.5, 0.5], b1 = [2.5, 6.5].
     np.testing.assert_allclose(ops.convert_to_numpy(l1_energy(Z, GOAL)), [0.5, 2.5])
     np.testing.assert_allclose(ops.convert_to_numpy(l1_energy(Z, GOAL[None])), [0.5, 2.5])
     np.testing.assert_allclose(ops.convert_to_numpy(l2_energy(Z, GOAL)), [0.5, 6.5])
