@@ -1,0 +1,5 @@
+"""V-JEPA 2 models."""
+from vjepa2.models.masked_predictor import MaskedPredictor
+from vjepa2.models.video_encoder import VideoEncoder
+
+__all__ = ["MaskedPredictor", "VideoEncoder"]

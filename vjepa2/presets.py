@@ -1,0 +1,72 @@
+"""Named model configurations: data, not code.
+
+`tiny` and `small` run on a CPU; `large`, `huge` and `giant` match the V-JEPA 2 reference encoders
+(ViT-L/16, ViT-H/16, ViT-g/16) with the reference 12 x 384 pretraining predictor.
+"""
+from __future__ import annotations
+
+_REFERENCE_PREDICTOR = dict(embed_dim=384, depth=12, num_heads=12, mlp_dim=1536)
+
+
+def _preset(encoder, predictor, description):
+    predictor = dict(predictor, encoder_dim=encoder["embed_dim"])
+    return {"description": description, "encoder": dict(encoder), "predictor": predictor}
+
+
+PRESETS = {
+    "tiny": _preset(
+        dict(embed_dim=192, depth=6, num_heads=3, mlp_dim=768),
+        dict(embed_dim=96, depth=4, num_heads=3, mlp_dim=384),
+        "6-block ViT-Ti-width encoder (3.0M) and a 4 x 96 predictor; for CPU tests and demos.",
+    ),
+    "small": _preset(
+        dict(embed_dim=384, depth=12, num_heads=6, mlp_dim=1536),
+        dict(embed_dim=192, depth=6, num_heads=6, mlp_dim=768),
+        "ViT-S/16 encoder (~22M) and a 6 x 192 predictor; CPU-trainable at small scale.",
+    ),
+    "large": _preset(
+        dict(embed_dim=1024, depth=24, num_heads=16, mlp_dim=4096),
+        _REFERENCE_PREDICTOR,
+        "ViT-L/16 encoder (~300M) and the reference 12 x 384 predictor.",
+    ),
+    "huge": _preset(
+        dict(embed_dim=1280, depth=32, num_heads=16, mlp_dim=5120),
+        _REFERENCE_PREDICTOR,
+        "ViT-H/16 encoder (~630M) and the reference 12 x 384 predictor.",
+    ),
+    "giant": _preset(
+        dict(embed_dim=1408, depth=40, num_heads=22, mlp_dim=6144),
+        _REFERENCE_PREDICTOR,
+        "ViT-g/16 encoder (~1.0B) and the reference 12 x 384 predictor.",
+    ),
+}
+
+
+def get_preset(name: str) -> dict:
+    """The preset dict for `name`; an unknown name raises naming the known ones."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def _block_params(dim: int, mlp_dim: int) -> int:
+    # 2 LayerNorms, qkv (with bias), attention proj, MLP fc1 and fc2.
+    return 4 * dim + (dim * 3 * dim + 3 * dim) + (dim * dim + dim) + \
+        (dim * mlp_dim + mlp_dim) + (mlp_dim * dim + dim)
+
+
+def encoder_param_count(embed_dim, depth, num_heads=None, mlp_dim=None, tubelet_size=2,
+                        patch_size=16, in_channels=3, **unused) -> int:
+    """Exact parameter count of a `VideoEncoder` config, computed without allocating it."""
+    mlp_dim = mlp_dim or 4 * embed_dim
+    embed = tubelet_size * patch_size * patch_size * in_channels * embed_dim + embed_dim
+    return embed + depth * _block_params(embed_dim, mlp_dim) + 2 * embed_dim
+
+
+def predictor_param_count(encoder_dim, embed_dim, depth, num_heads=None, mlp_dim=None,
+                          num_mask_tokens=2, **unused) -> int:
+    """Exact parameter count of a `MaskedPredictor` config, computed without allocating it."""
+    mlp_dim = mlp_dim or 4 * embed_dim
+    return (encoder_dim * embed_dim + embed_dim) + num_mask_tokens * embed_dim + \
+        depth * _block_params(embed_dim, mlp_dim) + 2 * embed_dim + \
+        (embed_dim * encoder_dim + encoder_dim)
