@@ -516,6 +516,8 @@ class FetchGoalImageEnv(MujocoFetchEnv):
                 self._simulate_holding(self.goal + [0.0, 0.0, NEAR_GOAL_HEIGHT])
             else:
                 self._simulate_holding(self.goal)
+            # Positions derived from qpos lag one physics step until mj_forward.
+            mujoco.mj_forward(self.model, self.data)
             states[name] = self.get_sim_state()
             images[name] = self._render_frame()
         self.set_sim_state(start)

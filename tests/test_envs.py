@@ -1,0 +1,155 @@
+"""Tests of the goal-image tasks, their variations and the scripted experts."""
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import envs
+from envs import tasks, variations
+from envs.policies import make_policy
+from tests.envs_helpers import check_all_envs, reset_variations, run_isolated
+from vjepa2.errors import UsageError
+
+
+@pytest.fixture(scope="module")
+def env_report():
+    return run_isolated(check_all_envs)
+
+
+def test_register_is_idempotent():
+    ids = envs.register_envs()
+    assert envs.register_envs() == ids
+    assert set(ids) == {
+        "VJEPA/Reach-v0", "VJEPA/Push-v0", "VJEPA/Grasp-v0", "VJEPA/ReachWithObject-v0",
+        "VJEPA/PickAndPlace-v0",
+    }
+    for env_id in ids:
+        assert gym.spec(env_id).max_episode_steps == 50
+
+
+def test_check_env_render_and_determinism(env_report):
+    assert set(env_report) == set(envs.ENV_IDS)
+    for env_id, r in env_report.items():
+        assert r["render_shape"] == (64, 64, 3), env_id
+        assert r["render_equal_obs"], env_id
+        assert r["same_seed_same_frames"], env_id
+        assert r["frames_change"], env_id
+        assert r["goal_image_differs_from_start"], env_id
+
+
+def test_goal_images_are_renders_of_successful_states(env_report):
+    for env_id, r in env_report.items():
+        assert r["goal_names"][-1] == "goal"
+        for name, g in r["goals"].items():
+            assert g["image_equal"], (env_id, name)
+        assert r["goals"]["goal"]["success"], env_id
+    assert env_report["VJEPA/PickAndPlace-v0"]["goal_names"] == ["grasp", "near_goal", "goal"]
+
+
+def test_is_success_threshold():
+    goal = np.array([1.0, 0.5, 0.4])
+    assert tasks.is_success(goal + [0.049, 0, 0], goal)
+    assert not tasks.is_success(goal + [0.05, 0, 0], goal)
+    assert not tasks.is_success(goal, goal, grasped=False)
+    batch = tasks.is_success(np.stack([goal, goal + 0.1]), np.stack([goal, goal]))
+    np.testing.assert_array_equal(batch, [True, False])
+    np.testing.assert_array_equal(tasks.sparse_reward(np.stack([goal, goal + 0.1]),
+                                                      np.stack([goal, goal])), [0.0, -1.0])
+
+
+def test_info_success_agrees_with_threshold():
+    env = gym.make("VJEPA/Push-v0", pixels=False)
+    obs, info = env.reset(seed=0)
+    for _ in range(5):
+        obs, reward, _, _, info = env.step(env.action_space.sample())
+        d = np.linalg.norm(obs["achieved_goal"] - obs["desired_goal"])
+        assert info["is_success"] == (d < 0.05)
+        assert reward == (0.0 if d < 0.05 else -1.0)
+        assert obs["state"].dtype == np.float32 and obs["state"].shape == (4,)
+    env.close()
+
+
+def test_variation_sets_are_disjoint():
+    train, heldout = variations.TRAIN, variations.HELDOUT
+    for key in train.parameter_names():
+        a, b = getattr(train, key), getattr(heldout, key)
+        if isinstance(a[0], str):
+            assert not set(a) & set(b), key
+        else:
+            for lo, hi in a:
+                for lo2, hi2 in b:
+                    assert hi < lo2 or hi2 < lo, key
+
+
+def test_sampled_variations_stay_in_their_set():
+    for name, vset in variations.VARIATION_SETS.items():
+        other = variations.HELDOUT if name == "train" else variations.TRAIN
+        for v in reset_variations("VJEPA/Reach-v0", name, range(10)):
+            assert v["set"] == name
+            json.dumps(v)
+            for key in vset.parameter_names():
+                assert vset.contains(key, v[key]), (name, key, v[key])
+                assert not other.contains(key, v[key]), (name, key, v[key])
+
+
+def test_bad_inputs_raise_one_line_errors():
+    with pytest.raises(UsageError, match="unknown task 'fly'"):
+        tasks.get_task("fly")
+    with pytest.raises(UsageError, match="unknown variation 'test'"):
+        gym.make("VJEPA/Reach-v0", variation="test")
+    with pytest.raises(ValueError, match="image_size"):
+        gym.make("VJEPA/Reach-v0", image_size=3)
+    env = gym.make("VJEPA/Reach-v0", pixels=False)
+    env.reset(seed=0)
+    with pytest.raises(KeyError, match="no goal image 'grasp'"):
+        env.unwrapped.goal_image("grasp")
+    with pytest.raises(UsageError, match="cannot act"):
+        make_policy("push", env)
+    env.close()
+
+
+def _expert_success_rate(task, variation, episodes):
+    env = gym.make(tasks.TASKS[task].env_id, variation=variation, pixels=False)
+    policy = make_policy(task, env)
+    successes = 0
+    for seed in range(episodes):
+        obs, info = env.reset(seed=seed)
+        policy.reset(seed=seed)
+        done = False
+        while not done:
+            obs, _, terminated, truncated, info = env.step(policy(obs))
+            done = terminated or truncated
+        successes += bool(info["is_success"])
+    env.close()
+    return successes / episodes
+
+
+@pytest.mark.parametrize("variation", ["train", "heldout"])
+@pytest.mark.parametrize("task", tasks.TASK_NAMES)
+def test_expert_solves_task(task, variation):
+    assert _expert_success_rate(task, variation, 10) >= 0.9
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variation", ["train", "heldout"])
+@pytest.mark.parametrize("task", tasks.TASK_NAMES)
+def test_expert_solves_task_many_episodes(task, variation):
+    assert _expert_success_rate(task, variation, 100) >= 0.9
+
+
+def test_play_policy_moves_and_uses_gripper():
+    env = gym.make("VJEPA/PickAndPlace-v0", pixels=False)
+    policy = make_policy("play", env)
+    obs, _ = env.reset(seed=1)
+    policy.reset(seed=1)
+    grips, positions = [], []
+    for _ in range(50):
+        action = policy(obs)
+        assert action.shape == (4,) and np.all(np.abs(action) <= 1)
+        grips.append(action[3])
+        obs, *_ = env.step(action)
+        positions.append(obs["state"][:3])
+    env.close()
+    assert np.ptp(np.array(positions), axis=0).max() > 0.1
+    assert len(set(np.round(grips, 3))) >= 2
