@@ -91,9 +91,9 @@ def failing_episode(env, policy, config, episode_id):
 
 
 def dying_episode(env, policy, config, episode_id):
-    """An `episode_fn` whose worker process dies abruptly on episode id 2 (like a kill -9)."""
+    """An `episode_fn` whose worker process dies abruptly on episode id 5 (like a kill -9)."""
     from envs.collect import run_episode
 
-    if episode_id == 2:
+    if episode_id == 5:
         os._exit(1)
     return run_episode(env, policy, config, episode_id)
