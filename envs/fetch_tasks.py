@@ -245,8 +245,6 @@ class FetchGoalImageEnv(MujocoFetchEnv):
         """Returns the task camera's RGB frame `(S, S, 3)` uint8 (no goal marker)."""
         if self.render_mode is None:
             return None
-        if not self.pixels:
-            return np.zeros((self.image_size, self.image_size, 3), np.uint8)
         return self._render_frame()
 
     def close(self):
