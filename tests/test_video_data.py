@@ -188,6 +188,26 @@ def test_seeking_into_a_long_video_lands_on_the_right_frames(tmp_path, monkeypat
     np.testing.assert_array_equal(clip, linear)
 
 
+def test_webm_without_frame_count_is_counted_from_packets(tmp_path):
+    import av
+
+    # VP9 in WebM: the header has no frame count, so the sampler counts packets.
+    frames = np.zeros((40, 64, 64, 3), np.uint8)
+    for k in range(40):
+        frames[k, :, :32] = 16 * (k % 16) + 8
+        frames[k, :, 32:] = 16 * (k // 16) + 8
+    with av.open(str(tmp_path / "a.webm"), "w") as container:
+        stream = container.add_stream("libvpx-vp9", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    sampler = ClipSampler(list_videos(tmp_path), ClipConfig(frames=4, fps=5.0, training=False), VideoStats())
+    clip, _ = sampler.clip(0)
+    # 40 frames at 10 fps, span 7 -> middle start (39 - 6) // 2 = 16, every second frame.
+    assert [_frame_index(f) for f in clip] == [16, 18, 20, 22]
+
+
 # ---------------------------------------------------------------- the dataset
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -158,6 +159,7 @@ def generate_videos(
     fps: int = 8,
     seed: int = 0,
     csv_name: str | None = None,
+    workers: int | None = None,
 ) -> list[Path]:
     """Writes `num_videos` procedural mp4 videos into `out_dir`.
 
@@ -174,6 +176,8 @@ def generate_videos(
         seed: Split seed; use a different seed for a held-out split.
         csv_name: If given, also writes `out_dir/csv_name` with rows `path,label` (paths relative
             to the CSV), readable by `vjepa2.data.video.list_videos`.
+        workers: Threads rendering and encoding videos (numpy and FFmpeg release the GIL);
+            `None` uses up to 4, bounded by the CPU count. Output does not depend on it.
 
     Returns:
         The written paths, in index order.
@@ -192,13 +196,20 @@ def generate_videos(
         raise UsageError(f"fps must be >= 1; received {fps}")
     if seed < 0:
         raise UsageError(f"seed must be >= 0; received {seed}")
+    if workers is not None and workers < 1:
+        raise UsageError(f"workers must be >= 1 or None; received {workers}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths, labels = [], []
-    for index in range(num_videos):
+
+    def make(index: int) -> tuple[Path, int]:
         video, label = synthesize_video(seed, index, frames=frames, size=size)
-        paths.append(write_video(out_dir / f"video_{index:05d}.mp4", video, fps=fps))
-        labels.append(label)
+        return write_video(out_dir / f"video_{index:05d}.mp4", video, fps=fps), label
+
+    workers = workers or min(4, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        made = list(pool.map(make, range(num_videos)))
+    paths = [path for path, _ in made]
+    labels = [label for _, label in made]
     if csv_name is not None:
         from vjepa2.data.video import write_video_csv
 

@@ -19,10 +19,14 @@ import os
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from vjepa2.errors import UsageError
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 logger = logging.getLogger(__name__)
 
@@ -514,12 +518,13 @@ def _decode_indices(container, stream, indices: np.ndarray, fps: float) -> list[
         if seek:
             if frame.pts is None:
                 # Without timestamps the seek position is unknown: decode from the start.
-                container.seek(0, stream=stream)
+                container.seek(start_pts, stream=stream, backward=True)
                 return _decode_counting(container, stream, indices)
+            previous = position
             position = int(round(float((frame.pts - start_pts) * stream.time_base) * fps))
-            if not out and position > first:
-                # The seek overshot (no keyframe before the target): decode from the start.
-                container.seek(stream.start_time or 0, stream=stream, backward=True)
+            if previous < 0 and position > first:
+                # The seek landed past the target (no keyframe before it): decode from the start.
+                container.seek(start_pts, stream=stream, backward=True)
                 return _decode_counting(container, stream, indices)
         else:
             position += 1
@@ -563,7 +568,7 @@ def make_clip_dataset(
     normalize: bool = True,
     repeat: bool = True,
     with_labels: bool = False,
-):
+) -> tuple[tf.data.Dataset, VideoStats]:
     """Builds the batched video-clip stream for pretraining or evaluation.
 
     Element `i` of the stream (counting from 0 at the first clip of the first epoch) is a
@@ -663,7 +668,7 @@ def make_clip_dataset(
     return dataset.prefetch(tf.data.AUTOTUNE), stats
 
 
-def measure_throughput(dataset, batches: int, warmup: int = 1) -> float:
+def measure_throughput(dataset: tf.data.Dataset, batches: int, warmup: int = 1) -> float:
     """Clips per second delivered by `dataset`, after `warmup` batches.
 
     Args:
