@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -323,6 +326,28 @@ def test_all_bad_source_raises_a_usage_error(tmp_path):
 def test_measure_throughput_counts_clips(video_dir):
     dataset, _ = make_clip_dataset(video_dir, **SMALL)
     assert measure_throughput(dataset, batches=2) > 0
+
+
+def test_process_exits_while_a_pipeline_is_running(video_dir, tmp_path):
+    # An uncaught exception keeps the live iterator in its traceback until interpreter
+    # shutdown; without the exit drain, TensorFlow then waits forever on decode threads.
+    script = tmp_path / "crash.py"
+    script.write_text(textwrap.dedent(f"""
+        from vjepa2.data.video import make_clip_dataset
+
+        def main():
+            dataset, _ = make_clip_dataset({str(video_dir)!r}, frames=4, fps=4.0, resolution=32)
+            iterator = iter(dataset)
+            next(iterator)
+            raise RuntimeError("boom")
+
+        main()
+    """), encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=90, env=env
+    )
+    assert result.returncode == 1 and "RuntimeError: boom" in result.stderr
 
 
 # ---------------------------------------------------------------- synthetic videos

@@ -11,6 +11,7 @@ element is redrawn from another video, so batches stay full and training never s
 """
 from __future__ import annotations
 
+import atexit
 import csv
 import dataclasses
 import logging
@@ -551,6 +552,54 @@ def _decode_counting(container, stream, indices: np.ndarray) -> list[np.ndarray]
     return out
 
 
+class _PipelineDrain:
+    """Stops Python decode calls before interpreter shutdown, so exit cannot deadlock.
+
+    A tf.data iterator still alive at exit (a global, or a frame kept by an uncaught exception)
+    is destroyed during finalization and waits for its in-flight `numpy_function` calls; those
+    threads can no longer take the GIL, and the process hangs. At exit (before finalization)
+    this makes every new call return a blank clip at once (nobody reads it; an error would be
+    logged by TensorFlow for each call) and waits until running calls are done, leaving the
+    pipelines idle with nothing that needs Python.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._running = 0
+        self._closed = False
+        self._last_call = time.monotonic()
+
+    def begin(self) -> bool:
+        """Registers a running call; returns False (registering nothing) once closed."""
+        with self._cond:
+            self._last_call = time.monotonic()
+            if self._closed:
+                return False
+            self._running += 1
+            return True
+
+    def end(self) -> None:
+        """Ends a call for which `begin()` returned True."""
+        with self._cond:
+            self._running -= 1
+            self._cond.notify_all()
+
+    def close(self, timeout: float = 10.0, quiet: float = 0.2) -> None:
+        """Refuses new calls, then waits until none ran for `quiet` seconds (at most `timeout`)."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._closed = True
+            while time.monotonic() < deadline:
+                idle = time.monotonic() - self._last_call
+                if self._running == 0 and idle >= quiet:
+                    return
+                self._cond.wait(timeout=max(quiet - idle, 0.01))
+
+
+_DRAIN = _PipelineDrain()
+atexit.register(_DRAIN.close)
+
+
 def make_clip_dataset(
     source: str | os.PathLike,
     *,
@@ -637,7 +686,12 @@ def make_clip_dataset(
     sampler.check_readable()
 
     def load(index: np.int64) -> tuple[np.ndarray, np.int32]:
-        clip, label = sampler.clip(int(index))
+        if not _DRAIN.begin():
+            return np.zeros((config.frames, 1, 1, 3), np.uint8), np.int32(-1)
+        try:
+            clip, label = sampler.clip(int(index))
+        finally:
+            _DRAIN.end()
         return clip, np.int32(label)
 
     mean = tf.constant(IMAGENET_MEAN, tf.float32)
