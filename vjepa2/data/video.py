@@ -217,7 +217,7 @@ class VideoStats:
         self._clips = 0
         self._redraws = 0
         self._counts: dict[str, int] = {}
-        self._bad: dict[str, str] = {}  # path -> first reason, in discovery order
+        self._bad: dict[tuple[str, str], str] = {}  # (path, reason) -> detail, in discovery order
         self._skip: set[str] = set()
 
     def record_bad(self, path: str, reason: str, detail: str) -> None:
@@ -225,10 +225,9 @@ class VideoStats:
         with self._lock:
             if reason in FILE_REASONS:
                 self._skip.add(path)
-            key = f"{path}\0{reason}"
-            if key in self._bad:
+            if (path, reason) in self._bad:
                 return
-            self._bad[key] = detail
+            self._bad[(path, reason)] = detail
             self._counts[reason] = self._counts.get(reason, 0) + 1
         logger.warning("skipping video %s (%s): %s", path, reason, detail)
 
@@ -264,13 +263,13 @@ class VideoStats:
     def bad_paths(self) -> list[str]:
         """Distinct bad video paths, in the order found."""
         with self._lock:
-            return list(dict.fromkeys(key.split("\0")[0] for key in self._bad))
+            return list(dict.fromkeys(path for path, _ in self._bad))
 
     def summary(self) -> str:
         """One line: clips decoded, redraws, and bad videos by reason."""
         with self._lock:
             reasons = ", ".join(f"{k} {v}" for k, v in sorted(self._counts.items())) or "none"
-            bad = len({key.split("\0")[0] for key in self._bad})
+            bad = len({path for path, _ in self._bad})
             return (
                 f"{self._clips} clips decoded, {self._redraws} redrawn; "
                 f"{bad} bad videos ({reasons})"
