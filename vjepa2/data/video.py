@@ -12,6 +12,7 @@ element is redrawn from another video, so batches stay full and training never s
 from __future__ import annotations
 
 import atexit
+import contextlib
 import csv
 import dataclasses
 import logging
@@ -551,8 +552,13 @@ def _decode_counting(container, stream, indices: np.ndarray) -> list[np.ndarray]
     return out
 
 
-class _PipelineDrain:
-    """Stops Python decode calls before interpreter shutdown, so exit cannot deadlock.
+class PipelineGate:
+    """Stops a pipeline's Python calls so that its iterator can be destroyed without deadlock.
+
+    One global gate is closed at interpreter exit; a caller that abandons a pipeline mid-run
+    (an exception or an interrupt inside `fit`) closes the pipeline's own gate first (pass it as
+    `make_clip_dataset(..., gate=...)` and wrap each of its own `numpy_function`s in
+    `with gate.call() as open_: ...`).
 
     A tf.data iterator still alive at exit (a global, or a frame kept by an uncaught exception)
     is destroyed during finalization and waits for its in-flight `numpy_function` calls; those
@@ -583,6 +589,17 @@ class _PipelineDrain:
             self._running -= 1
             self._cond.notify_all()
 
+    @contextlib.contextmanager
+    def call(self):
+        """Context for one Python call inside the pipeline; yields False once the gate is closed
+        (the call should then return a placeholder at once)."""
+        entered = self.begin()
+        try:
+            yield entered
+        finally:
+            if entered:
+                self.end()
+
     def close(self, timeout: float = 10.0, quiet: float = 0.2) -> None:
         """Refuses new calls, then waits until none ran for `quiet` seconds (at most `timeout`)."""
         deadline = time.monotonic() + timeout
@@ -595,7 +612,7 @@ class _PipelineDrain:
                 self._cond.wait(timeout=max(quiet - idle, 0.01))
 
 
-_DRAIN = _PipelineDrain()
+_DRAIN = PipelineGate()
 atexit.register(_DRAIN.close)
 
 
@@ -616,6 +633,7 @@ def make_clip_dataset(
     normalize: bool = True,
     repeat: bool = True,
     with_labels: bool = False,
+    gate: PipelineGate | None = None,
 ) -> tuple[tf.data.Dataset, VideoStats]:
     """Builds the batched video-clip stream for pretraining or evaluation.
 
@@ -647,6 +665,7 @@ def make_clip_dataset(
         normalize: ImageNet mean/std normalization; else values in [0, 1].
         repeat: Endless epochs; else one pass.
         with_labels: Yield `(video, label)` with int32 labels (-1 where the source has none).
+        gate: A `PipelineGate` to close before abandoning the pipeline mid-run.
 
     Returns:
         `(dataset, stats)`: a `tf.data.Dataset` of float32 `(B, T, H, W, 3)` batches (or
@@ -684,13 +703,13 @@ def make_clip_dataset(
     sampler = ClipSampler(videos, config, stats, source=str(source))
     sampler.check_readable()
 
+    own_gate = gate if gate is not None else PipelineGate()
+
     def load(index: np.int64) -> tuple[np.ndarray, np.int32]:
-        if not _DRAIN.begin():
-            return np.zeros((config.frames, 1, 1, 3), np.uint8), np.int32(-1)
-        try:
+        with _DRAIN.call() as open_, own_gate.call() as own_open:
+            if not (open_ and own_open):
+                return np.zeros((config.frames, 1, 1, 3), np.uint8), np.int32(-1)
             clip, label = sampler.clip(int(index))
-        finally:
-            _DRAIN.end()
         return clip, np.int32(label)
 
     mean = tf.constant(IMAGENET_MEAN, tf.float32)

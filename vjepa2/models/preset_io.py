@@ -45,7 +45,8 @@ class PresetMixin:
                                  f"not a {cls.__name__}")
             if overrides:
                 model = cls.from_config({**model.get_config(), **overrides})
-            model.build()
+            if not model.built:
+                model.build()
             if load_weights:
                 model.load_weights(str(path / WEIGHTS_FILE))
             return model

@@ -1,0 +1,99 @@
+"""Keras callbacks shared by the training commands: metrics log, checkpoints, NaN guard."""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+
+def _step_of(model) -> int:
+    return int(np.asarray(model.optimizer.iterations.numpy()
+                          if hasattr(model.optimizer.iterations, "numpy")
+                          else model.optimizer.iterations))
+
+
+class MetricsLogger(keras.callbacks.Callback):
+    """Appends one JSON line per step to `metrics.jsonl`: step, wall time and every logged value.
+
+    On resume from step S, lines for steps > S (written after the last checkpoint by the
+    interrupted run) are dropped first, so each step appears once.
+    """
+
+    def __init__(self, path, start_step=0):
+        super().__init__()
+        self.path = Path(path)
+        self.step = int(start_step)
+        self._t0 = None
+
+    def on_train_begin(self, logs=None):
+        if self.path.exists():
+            kept = []
+            for line in self.path.read_text().splitlines():
+                if line.strip() and json.loads(line).get("step", 0) <= self.step:
+                    kept.append(line)
+            self.path.write_text("".join(line + "\n" for line in kept))
+        self._t0 = time.time()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        record = {"step": self.step, "time": round(time.time() - self._t0, 3)}
+        for key, value in (logs or {}).items():
+            record[key] = float(np.asarray(value))
+        # Open per line: an interrupt or a crash never leaves a handle or a partial line.
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+class NaNGuard(keras.callbacks.Callback):
+    """Stops training at the first non-finite loss and remembers the step."""
+
+    def __init__(self, start_step=0):
+        super().__init__()
+        self.step = int(start_step)
+        self.bad_step = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        loss = float(np.asarray((logs or {}).get("loss", 0.0)))
+        if not math.isfinite(loss):
+            self.bad_step = self.step
+            self.model.stop_training = True
+
+
+class PeriodicCheckpoint(keras.callbacks.Callback):
+    """Saves a checkpoint every `every` steps and at the end, unless a `NaNGuard` fired.
+
+    Args:
+        save_fn: `save_fn(model, step)` writes the checkpoint. The model is taken from
+            `self.model`, which on JAX first syncs the training state into the variables.
+        every: steps between checkpoints.
+        start_step: the step training resumes from.
+        nan_guard: a `NaNGuard` placed before this callback; no checkpoint is written once it
+            has seen a non-finite loss, so the last good one is kept.
+    """
+
+    def __init__(self, save_fn, every, start_step=0, nan_guard=None):
+        super().__init__()
+        self.save_fn = save_fn
+        self.every = int(every)
+        self.step = int(start_step)
+        self.last_saved = int(start_step)
+        self.nan_guard = nan_guard
+
+    def _ok(self):
+        return self.nan_guard is None or self.nan_guard.bad_step is None
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.step += 1
+        if self.step % self.every == 0 and self._ok():
+            self.save_fn(self.model, self.step)
+            self.last_saved = self.step
+
+    def on_train_end(self, logs=None):
+        if self.step != self.last_saved and self._ok():
+            self.save_fn(self.model, self.step)
+            self.last_saved = self.step

@@ -1,0 +1,112 @@
+"""Atomic checkpoints for exact resume: weights, optimizer state, step and data position.
+
+Layout of a run folder's `checkpoints/`:
+    ckpt-00000100/ model.weights.h5, optimizer.npz, state.json
+    latest         the name of the newest complete checkpoint
+A checkpoint folder is written under a temporary name and renamed when complete, then `latest`
+is replaced atomically, so a crash or an interrupt at any point leaves the previous checkpoint
+intact and `latest` never names a partial one.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+WEIGHTS = "model.weights.h5"
+OPTIMIZER = "optimizer.npz"
+STATE = "state.json"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Writes `text` to `path` through a temp file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+class CheckpointManager:
+    """Saves and restores a model with its optimizer and a JSON state dict.
+
+    Args:
+        directory: the `checkpoints/` folder of a run.
+        keep: how many newest checkpoints to keep.
+    """
+
+    def __init__(self, directory, keep=2):
+        self.directory = Path(directory)
+        self.keep = max(1, int(keep))
+
+    def latest(self) -> Path | None:
+        """The newest complete checkpoint folder, or None."""
+        pointer = self.directory / "latest"
+        if not pointer.is_file():
+            return None
+        path = self.directory / pointer.read_text().strip()
+        if not (path / STATE).is_file():
+            raise RuntimeError(f"checkpoint pointer {pointer} names {path}, which is incomplete")
+        return path
+
+    def latest_state(self) -> dict | None:
+        path = self.latest()
+        return None if path is None else json.loads((path / STATE).read_text())
+
+    def save(self, model, optimizer, step: int, state: dict) -> Path:
+        """Writes checkpoint `step` atomically and prunes old ones; returns its folder."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        name = f"ckpt-{int(step):08d}"
+        final = self.directory / name
+        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=self.directory))
+        try:
+            model.save_weights(str(tmp / WEIGHTS))
+            values = {f"v{i:05d}": np.asarray(v.numpy() if hasattr(v, "numpy") else v)
+                      for i, v in enumerate(optimizer.variables)}
+            np.savez(tmp / OPTIMIZER, **values)
+            (tmp / STATE).write_text(json.dumps({**state, "step": int(step)}, indent=2))
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+        atomic_write_text(self.directory / "latest", name + "\n")
+        self._prune(keep_name=name)
+        return final
+
+    def _prune(self, keep_name):
+        checkpoints = sorted(p for p in self.directory.glob("ckpt-*") if p.is_dir())
+        for path in checkpoints[:-self.keep]:
+            if path.name != keep_name:
+                shutil.rmtree(path)
+
+    def restore(self, model, optimizer, path=None) -> dict:
+        """Loads weights and optimizer state from `path` (default: latest); returns its state."""
+        path = Path(path) if path else self.latest()
+        if path is None:
+            raise FileNotFoundError(f"no checkpoint in {self.directory}")
+        model.load_weights(str(path / WEIGHTS))
+        with np.load(path / OPTIMIZER) as data:
+            values = [data[k] for k in sorted(data.files)]
+        variables = optimizer.variables
+        if len(values) != len(variables):
+            raise RuntimeError(f"checkpoint {path} has {len(values)} optimizer variables; the "
+                               f"optimizer has {len(variables)}")
+        for variable, value in zip(variables, values):
+            if tuple(variable.shape) != value.shape:
+                raise RuntimeError(f"optimizer variable {variable.path} has shape "
+                                   f"{tuple(variable.shape)}; checkpoint {path} has {value.shape}")
+            variable.assign(value)
+        return json.loads((path / STATE).read_text())

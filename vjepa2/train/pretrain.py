@@ -1,0 +1,342 @@
+"""`vjepa2 pretrain`: V-JEPA 2 self-supervised pretraining on a folder (or CSV) of videos.
+
+A run folder holds:
+    config.json        the PretrainConfig and the model configs
+    metrics.jsonl      one line per step: loss, per-mask-set losses, lr, ema, teacher_std
+    checkpoints/       atomic checkpoints for exact resume (see checkpoint.py)
+    logs/              TensorBoard event files (TensorFlow installed)
+    encoder/           the EMA target encoder as a preset folder (what fine-tuning loads)
+    predictor/         the masked predictor as a preset folder
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+from vjepa2.errors import UsageError
+
+CONFIG_FILE = "config.json"
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainConfig:
+    """Everything a pretraining run depends on; stored in the run folder.
+
+    `warmup_steps` and `decay_steps` of None default to 10% and 20% of `steps`
+    (`resolved_schedule()`).
+    """
+
+    videos: str
+    out: str
+    steps: int
+    preset: str = "tiny"
+    batch_size: int = 8
+    frames: int = 8
+    resolution: int = 128
+    fps: float = 4.0
+    lr: float = 5.25e-4
+    start_lr: float = 1e-4
+    final_lr: float = 1e-6
+    warmup_steps: int | None = None
+    decay_steps: int | None = None
+    weight_decay: float = 0.04
+    ema: tuple[float, float] = (0.99925, 0.99925)
+    clip_grad: float | None = None
+    checkpoint_every: int = 100
+    seed: int = 0
+    workers: int | None = None
+    distribute: str = "none"
+    precision: str = "auto"
+
+    def __post_init__(self):
+        def check(condition, message):
+            if not condition:
+                raise UsageError(message)
+
+        check(self.steps > 0, f"steps must be > 0; received {self.steps}")
+        check(self.batch_size > 0, f"batch size must be > 0; received {self.batch_size}")
+        check(self.frames >= 2 and self.frames % 2 == 0,
+              f"frames must be an even number >= 2 (tubelets of 2); received {self.frames}")
+        check(self.resolution >= 16 and self.resolution % 16 == 0,
+              f"resolution must be a multiple of 16; received {self.resolution}")
+        check(self.fps > 0, f"fps must be > 0; received {self.fps}")
+        check(self.lr > 0 and self.start_lr >= 0 and self.final_lr >= 0,
+              f"learning rates must be positive; received lr={self.lr}, "
+              f"start_lr={self.start_lr}, final_lr={self.final_lr}")
+        check(all(0.0 <= m <= 1.0 for m in self.ema),
+              f"ema momentum must be in [0, 1]; received {tuple(self.ema)}")
+        check(self.clip_grad is None or self.clip_grad > 0,
+              f"clip_grad must be > 0; received {self.clip_grad}")
+        check(self.checkpoint_every > 0,
+              f"checkpoint_every must be > 0; received {self.checkpoint_every}")
+        check(self.distribute in ("none", "mirrored", "data_parallel"),
+              f"distribute must be none, mirrored or data_parallel; received {self.distribute!r}")
+        check(self.precision in ("auto", "float32", "mixed_bfloat16"),
+              f"precision must be auto, float32 or mixed_bfloat16; received {self.precision!r}")
+        warmup, decay = self.resolved_schedule()
+        check(warmup + decay <= self.steps,
+              f"warmup_steps + decay_steps must be <= steps; received {warmup} + {decay} > "
+              f"{self.steps}")
+
+    def resolved_schedule(self) -> tuple[int, int]:
+        warmup = self.warmup_steps if self.warmup_steps is not None else self.steps // 10
+        decay = self.decay_steps if self.decay_steps is not None else self.steps // 5
+        if warmup < 0 or decay < 0:
+            raise UsageError(f"warmup_steps and decay_steps must be >= 0; received "
+                             f"{warmup}, {decay}")
+        return warmup, decay
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def resolve_precision(precision: str) -> str:
+    """'auto' -> mixed_bfloat16 when a GPU is visible to the backend, else float32."""
+    if precision != "auto":
+        return precision
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        has_gpu = any(d.platform == "gpu" for d in jax.devices())
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        has_gpu = bool(tf.config.list_physical_devices("GPU"))
+    else:
+        has_gpu = False
+    return "mixed_bfloat16" if has_gpu else "float32"
+
+
+def build_trainer(config: PretrainConfig, preset_overrides: dict | None = None):
+    """Builds the compiled `JEPAPretrainer` (encoder, predictor, EMA teacher, AdamW).
+
+    Must be called inside a `tf.distribute` strategy scope or after
+    `keras.distribution.set_distribution` when training is distributed.
+    """
+    from vjepa2.models import MaskedPredictor, VideoEncoder
+    from vjepa2.train.jepa import JEPAPretrainer
+    from vjepa2.train.optim import make_adamw
+    from vjepa2.train.schedules import WarmupStableDecay
+
+    overrides = preset_overrides or {}
+    try:
+        encoder = VideoEncoder.from_preset(config.preset, **overrides.get("encoder", {}))
+        predictor = MaskedPredictor.from_preset(
+            config.preset, encoder_dim=encoder.embed_dim, **overrides.get("predictor", {}))
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    trainer = JEPAPretrainer(encoder, predictor, num_mask_sets=2, ema_start=config.ema[0],
+                             ema_end=config.ema[1], total_steps=config.steps,
+                             clip_grad=config.clip_grad)
+    trainer.build()
+    warmup, decay = config.resolved_schedule()
+    schedule = WarmupStableDecay(config.start_lr, config.lr, config.final_lr, warmup, decay,
+                                 config.steps)
+    optimizer = make_adamw(trainer, schedule, weight_decay=config.weight_decay)
+    trainer.compile(optimizer=optimizer, jit_compile=False)
+    return trainer
+
+
+def make_mask_sampler(config: PretrainConfig, patch_size=16, tubelet_size=2):
+    from vjepa2.masks import MultiBlockMaskSampler
+
+    grid = (config.frames // tubelet_size, config.resolution // patch_size,
+            config.resolution // patch_size)
+    return MultiBlockMaskSampler(grid, seed=config.seed)
+
+
+def make_pretrain_dataset(config: PretrainConfig, sampler, start_step: int = 0, gate=None):
+    """Video clips + two mask sets per batch; batch k depends only on (seed, k).
+
+    Returns (dataset of dicts, video stats). Close `gate` (a `PipelineGate`) before abandoning
+    the dataset mid-run.
+    """
+    import numpy as np
+    import tensorflow as tf
+
+    from vjepa2.data.video import PipelineGate, make_clip_dataset
+
+    gate = gate if gate is not None else PipelineGate()
+    videos, stats = make_clip_dataset(
+        config.videos, frames=config.frames, fps=config.fps, resolution=config.resolution,
+        batch_size=config.batch_size, training=True, seed=config.seed,
+        start_index=start_step * config.batch_size, num_parallel_calls=config.workers,
+        gate=gate)
+    num_sets = len(sampler.mask_sets)
+
+    def masks(step):
+        with gate.call() as open_:
+            if not open_:
+                return [np.zeros((config.batch_size, n), np.int32)
+                        for i in range(num_sets)
+                        for n in (sampler.num_context[i], sampler.num_target[i])]
+            out = []
+            for m in sampler.sample_batch(config.batch_size, int(step)):
+                out += [m["context_ids"], m["target_ids"]]
+            return out
+
+    def add_masks(step, video):
+        arrays = tf.numpy_function(masks, [step], [tf.int32] * (2 * num_sets), name="masks")
+        batch = {"video": video}
+        for i in range(num_sets):
+            ctx, tgt = arrays[2 * i], arrays[2 * i + 1]
+            ctx.set_shape([config.batch_size, sampler.num_context[i]])
+            tgt.set_shape([config.batch_size, sampler.num_target[i]])
+            batch[f"context_ids_{i}"] = ctx
+            batch[f"target_ids_{i}"] = tgt
+        return batch
+
+    dataset = videos.enumerate(start=start_step).map(add_masks, num_parallel_calls=2,
+                                                     deterministic=True)
+    return dataset.prefetch(2), stats
+
+
+def _strategy_scope(distribute: str):
+    import contextlib
+
+    import keras
+
+    if distribute == "none":
+        return contextlib.nullcontext()
+    backend = keras.backend.backend()
+    if distribute == "mirrored":
+        if backend != "tensorflow":
+            raise UsageError(f"--distribute mirrored needs the tensorflow backend; the active "
+                             f"backend is {backend} (use data_parallel with jax)")
+        import tensorflow as tf
+
+        return tf.distribute.MirroredStrategy().scope()
+    if backend != "jax":
+        raise UsageError(f"--distribute data_parallel needs the jax backend; the active backend "
+                         f"is {backend} (use mirrored with tensorflow)")
+    keras.distribution.set_distribution(
+        keras.distribution.DataParallel(devices=keras.distribution.list_devices()))
+    return contextlib.nullcontext()
+
+
+def _check_run_folder(config: PretrainConfig, resume: bool):
+    from vjepa2.train.checkpoint import CheckpointManager
+
+    out = Path(config.out)
+    manager = CheckpointManager(out / "checkpoints")
+    state = manager.latest_state() if out.exists() else None
+    if state is not None and not resume:
+        raise UsageError(f"run folder {out} already holds a run at step {state['step']}; pass "
+                         "--resume to continue it or choose another --out")
+    if state is not None:
+        saved = json.loads((out / CONFIG_FILE).read_text())
+        for key in ("preset", "batch_size", "frames", "resolution", "fps", "seed"):
+            if saved.get(key) != config.to_json()[key]:
+                raise UsageError(f"--resume with a different {key}: the run in {out} used "
+                                 f"{saved.get(key)!r}; received {config.to_json()[key]!r}")
+    return manager, state
+
+
+def pretrain(config: PretrainConfig, resume: bool = False, verbose: int = 1,
+             preset_overrides: dict | None = None, extra_callbacks=()):
+    """Runs (or resumes) pretraining; returns a summary dict.
+
+    Raises:
+        UsageError: bad input (paths, values, a run folder in the way).
+        RuntimeError: the loss became NaN (the last good checkpoint is kept).
+    """
+    import keras
+
+    from vjepa2.data.video import list_videos
+    from vjepa2.train.callbacks import MetricsLogger, NaNGuard, PeriodicCheckpoint
+
+    list_videos(config.videos)  # a missing or empty source fails before anything is built
+    manager, state = _check_run_folder(config, resume)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if state is not None and preset_overrides is None:
+        preset_overrides = json.loads((out / CONFIG_FILE).read_text()).get("preset_overrides")
+    if state is None:
+        from vjepa2.train.checkpoint import atomic_write_text
+
+        atomic_write_text(out / CONFIG_FILE, json.dumps(
+            {**config.to_json(), "preset_overrides": preset_overrides or {}}, indent=2))
+    precision = resolve_precision(config.precision)
+    keras.mixed_precision.set_global_policy(precision)
+    keras.utils.set_random_seed(config.seed)
+
+    with _strategy_scope(config.distribute):
+        trainer = build_trainer(config, preset_overrides)
+    start_step = 0
+    if state is not None:
+        state = manager.restore(trainer, trainer.optimizer)
+        start_step = int(state["step"])
+    if start_step >= config.steps:
+        if verbose:
+            print(f"run in {out} is already at step {start_step} >= --steps {config.steps}")
+        return {"step": start_step, "stopped": "complete"}
+
+    from vjepa2.data.video import PipelineGate
+
+    sampler = make_mask_sampler(config, trainer.encoder.patch_size, trainer.encoder.tubelet_size)
+    gate = PipelineGate()
+    dataset, stats = make_pretrain_dataset(config, sampler, start_step, gate)
+
+    def save(model, step):
+        manager.save(model, model.optimizer, step,
+                     {"data_index": step * config.batch_size, "bad_videos": stats.counts})
+
+    nan_guard = NaNGuard(start_step)
+    callbacks = [nan_guard, MetricsLogger(out / "metrics.jsonl", start_step),
+                 PeriodicCheckpoint(save, config.checkpoint_every, start_step, nan_guard)]
+    if keras.backend.backend() == "tensorflow":
+        callbacks.append(keras.callbacks.TensorBoard(str(out / "logs"), update_freq=10))
+    callbacks += list(extra_callbacks)
+    if verbose:
+        print(f"pretraining {config.preset} on {config.videos}: steps {start_step} -> "
+              f"{config.steps}, batch {config.batch_size}, {config.frames}x{config.resolution}px "
+              f"@ {config.fps} fps, precision {precision}, backend {keras.backend.backend()}")
+    started = time.time()
+    try:
+        trainer.fit(dataset, epochs=1, steps_per_epoch=config.steps - start_step,
+                    callbacks=callbacks,
+                    verbose=verbose if sys.stdout.isatty() else min(verbose, 2), shuffle=False)
+    finally:
+        # Python calls in flight inside tf.data would deadlock the iterator's destructor.
+        gate.close()
+    seconds = time.time() - started
+    if verbose:
+        print(stats.summary())
+    if nan_guard.bad_step is not None:
+        kept = manager.latest_state()
+        raise RuntimeError(
+            f"loss became NaN/inf at step {nan_guard.bad_step}; training stopped. The last good "
+            f"checkpoint (step {kept['step'] if kept else 'none'}) is kept in "
+            f"{manager.directory}. Try a lower --lr or --clip-grad.")
+    trainer.teacher.save_to_preset(out / "encoder")
+    trainer.predictor.save_to_preset(out / "predictor")
+    final = manager.latest_state()
+    return {"step": final["step"], "seconds": seconds, "run": str(out)}
+
+
+def pretrain_cli(args) -> int:
+    config = PretrainConfig(
+        videos=args.videos, out=args.out, steps=args.steps, preset=args.preset,
+        batch_size=args.batch_size, frames=args.frames, resolution=args.resolution, fps=args.fps,
+        lr=args.lr, start_lr=args.start_lr, final_lr=args.final_lr,
+        warmup_steps=args.warmup_steps, decay_steps=args.decay_steps,
+        weight_decay=args.weight_decay, ema=tuple(args.ema), clip_grad=args.clip_grad,
+        checkpoint_every=args.checkpoint_every, seed=args.seed, workers=args.workers,
+        distribute=args.distribute, precision=args.precision)
+    try:
+        summary = pretrain(config, resume=args.resume)
+    except RuntimeError as error:
+        print(f"vjepa2 pretrain: error: {error}", file=sys.stderr)
+        return 1
+    print(f"done: step {summary['step']}; encoder saved to {Path(config.out) / 'encoder'}")
+    return 0
+
+
+del os
