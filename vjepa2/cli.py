@@ -34,6 +34,18 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     return pretrain_cli(args)
 
 
+def _cmd_finetune_ac(args: argparse.Namespace) -> int:
+    from vjepa2.train.finetune_ac import finetune_ac_cli
+
+    return finetune_ac_cli(args)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from planning.evaluation import evaluate_cli
+
+    return evaluate_cli(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vjepa2",
@@ -108,6 +120,78 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=["auto", "float32", "mixed_bfloat16"], default="auto",
                    help="auto: mixed_bfloat16 where a GPU is present, else float32")
     p.set_defaults(func=_cmd_pretrain)
+
+    p = sub.add_parser(
+        "finetune-ac",
+        help="fine-tune an action-conditioned predictor (V-JEPA 2-AC) on robot logs",
+        description="Train the action-conditioned predictor on RLDS robot logs with the "
+        "pretrained encoder frozen (teacher-forcing L1 + 2-step rollout L1). Writes checkpoints, "
+        "metrics.jsonl and the world model (encoder + predictor + conventions) into --out.",
+    )
+    p.add_argument("--encoder", required=True,
+                   help="a pretraining run folder (its encoder/ is used) or an encoder preset "
+                   "folder")
+    p.add_argument("--logs", required=True, help="RLDS dataset folder (TFDS on-disk format)")
+    p.add_argument("--steps", type=_positive_int, required=True, help="optimizer steps")
+    p.add_argument("--out", required=True, help="run folder")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out exactly from its last checkpoint")
+    p.add_argument("--preset", default="tiny",
+                   help="action-conditioned predictor preset (tiny, small, large)")
+    p.add_argument("--keymap", default="default",
+                   help="RLDS key mapping: 'default' (this project's logs), 'droid', or a JSON "
+                   "file with image/state/action keys")
+    p.add_argument("--batch-size", type=_positive_int, default=8, help="clips per step")
+    p.add_argument("--clip-length", type=_positive_int, default=4,
+                   help="frames per training clip")
+    p.add_argument("--frame-stride", type=_positive_int, default=1,
+                   help="environment steps between frames (actions summed across them)")
+    p.add_argument("--image-size", type=_positive_int, default=None,
+                   help="resize frames to this size (default: as logged)")
+    p.add_argument("--lr", type=float, default=4.25e-4, help="peak learning rate")
+    p.add_argument("--start-lr", type=float, default=7.5e-5, help="learning rate at step 0")
+    p.add_argument("--final-lr", type=float, default=0.0, help="learning rate after decay")
+    p.add_argument("--warmup-steps", type=int, default=None,
+                   help="linear warmup steps (default: 10%% of --steps)")
+    p.add_argument("--decay-steps", type=int, default=None,
+                   help="final linear decay steps (default: 20%% of --steps)")
+    p.add_argument("--weight-decay", type=float, default=0.04, help="AdamW weight decay")
+    p.add_argument("--checkpoint-every", type=_positive_int, default=100,
+                   help="steps between checkpoints")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--precision", choices=["auto", "float32", "mixed_bfloat16"], default="auto",
+                   help="auto: mixed_bfloat16 where a GPU is present, else float32")
+    p.set_defaults(func=_cmd_finetune_ac)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="zero-shot goal-image evaluation of the planner (or a baseline) in a MuJoCo task",
+        description="Run episodes of a task with the CEM planner in the loop (MPC), reading "
+        "success from the simulator only after each episode. Writes results.json, per-episode "
+        "records, videos and a summary plot into --out.",
+    )
+    p.add_argument("--model", default=None,
+                   help="world-model run folder (from finetune-ac); not needed for baselines")
+    p.add_argument("--task", required=True,
+                   help="reach, push, grasp, reach_with_object or pick_and_place")
+    p.add_argument("--variation", default="heldout", choices=["train", "heldout"],
+                   help="scene variation set (default: heldout)")
+    p.add_argument("--episodes", type=_positive_int, required=True, help="episodes to run")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--policy", default="planner", choices=["planner", "random", "expert"],
+                   help="planner (CEM + world model) or a baseline in the same harness")
+    p.add_argument("--planner", default="default", choices=["default", "reference", "notebook"],
+                   help="CEM budget preset")
+    p.add_argument("--samples", type=_positive_int, default=None, help="override CEM samples")
+    p.add_argument("--iterations", type=_positive_int, default=None,
+                   help="override CEM iterations")
+    p.add_argument("--horizon", type=_positive_int, default=None, help="override CEM horizon")
+    p.add_argument("--max-steps", type=_positive_int, default=None,
+                   help="actions per episode (default: the task's budget)")
+    p.add_argument("--videos", type=int, default=4,
+                   help="episodes to save as mp4 (observation beside goal, energy curve)")
+    p.add_argument("--seed", type=int, default=1000, help="base seed; episode i uses seed + i")
+    p.set_defaults(func=_cmd_evaluate)
     return parser
 
 
