@@ -8,26 +8,38 @@ from __future__ import annotations
 _REFERENCE_PREDICTOR = dict(embed_dim=384, depth=12, num_heads=12, mlp_dim=1536)
 
 
-def _preset(encoder, predictor, description):
+# The V-JEPA 2-AC predictor: 24 blocks of width 1024, 16 heads (~300M), 7-D actions and states.
+_REFERENCE_AC_PREDICTOR = dict(embed_dim=1024, depth=24, num_heads=16, mlp_dim=4096)
+
+
+def _preset(encoder, predictor, description, ac_predictor=None):
     predictor = dict(predictor, encoder_dim=encoder["embed_dim"])
-    return {"description": description, "encoder": dict(encoder), "predictor": predictor}
+    ac = dict(ac_predictor or _REFERENCE_AC_PREDICTOR, encoder_dim=encoder["embed_dim"],
+              action_dim=7, state_dim=7)
+    return {"description": description, "encoder": dict(encoder), "predictor": predictor,
+            "ac_predictor": ac}
 
 
 PRESETS = {
     "tiny": _preset(
         dict(embed_dim=192, depth=6, num_heads=3, mlp_dim=768),
         dict(embed_dim=96, depth=4, num_heads=3, mlp_dim=384),
-        "6-block ViT-Ti-width encoder (3.0M) and a 4 x 96 predictor; for CPU tests and demos.",
+        "6-block ViT-Ti-width encoder (3.0M), a 4 x 96 predictor and a 4 x 192 action-conditioned "
+        "predictor (1.8M); for CPU tests and demos.",
+        dict(embed_dim=192, depth=4, num_heads=3, mlp_dim=768),
     ),
     "small": _preset(
         dict(embed_dim=384, depth=12, num_heads=6, mlp_dim=1536),
         dict(embed_dim=192, depth=6, num_heads=6, mlp_dim=768),
-        "ViT-S/16 encoder (~22M) and a 6 x 192 predictor; CPU-trainable at small scale.",
+        "ViT-S/16 encoder (~22M), a 6 x 192 predictor and a 12 x 384 action-conditioned "
+        "predictor (~21M); CPU-trainable at small scale.",
+        dict(embed_dim=384, depth=12, num_heads=6, mlp_dim=1536),
     ),
     "large": _preset(
         dict(embed_dim=1024, depth=24, num_heads=16, mlp_dim=4096),
         _REFERENCE_PREDICTOR,
-        "ViT-L/16 encoder (~300M) and the reference 12 x 384 predictor.",
+        "ViT-L/16 encoder (~300M), the reference 12 x 384 predictor and the reference 24 x 1024 "
+        "action-conditioned predictor (~300M).",
     ),
     "huge": _preset(
         dict(embed_dim=1280, depth=32, num_heads=16, mlp_dim=5120),
@@ -69,4 +81,13 @@ def predictor_param_count(encoder_dim, embed_dim, depth, num_heads=None, mlp_dim
     mlp_dim = mlp_dim or 4 * embed_dim
     return (encoder_dim * embed_dim + embed_dim) + num_mask_tokens * embed_dim + \
         depth * _block_params(embed_dim, mlp_dim) + 2 * embed_dim + \
+        (embed_dim * encoder_dim + encoder_dim)
+
+
+def ac_predictor_param_count(encoder_dim, action_dim, state_dim, embed_dim, depth,
+                             num_heads=None, mlp_dim=None, **unused) -> int:
+    """Exact parameter count of an `ActionConditionedPredictor` config, without allocating it."""
+    mlp_dim = mlp_dim or 4 * embed_dim
+    embeds = (action_dim + state_dim + encoder_dim) * embed_dim + 3 * embed_dim
+    return embeds + depth * _block_params(embed_dim, mlp_dim) + 2 * embed_dim + \
         (embed_dim * encoder_dim + encoder_dim)

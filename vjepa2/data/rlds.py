@@ -233,6 +233,7 @@ def make_clip_dataset(
     shuffle_buffer: int = 1000,
     repeat: bool = False,
     drop_remainder: bool = True,
+    start_index: int = 0,
 ):
     """Reads an RLDS dataset as batches of clips `{"frames", "states", "actions"}`.
 
@@ -250,6 +251,9 @@ def make_clip_dataset(
         shuffle_buffer: clips held in the shuffle buffer.
         repeat: repeat the dataset forever.
         drop_remainder: drop a last, smaller batch.
+        start_index: skip this many clips of the (shuffled, repeated) clip stream first, so
+            that a resumed run continues from the same data position: with the same seed, the
+            stream from `start_index` equals the tail of the stream from 0.
 
     Returns:
         A `tf.data.Dataset` of dicts: `frames` `(B, T, H, W, 3)` uint8, `states` `(B, T, S)`
@@ -266,6 +270,8 @@ def make_clip_dataset(
                         ("batch_size", batch_size), ("clip_shift", clip_shift)):
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer; received {value!r}")
+    if not isinstance(start_index, int) or start_index < 0:
+        raise ValueError(f"start_index must be an integer >= 0; received {start_index!r}")
     if not (Path(data_dir) / "dataset_info.json").exists():
         raise UsageError(f"no RLDS dataset (dataset_info.json) in {data_dir}")
     builder = tfds.builder_from_directory(str(data_dir))
@@ -328,12 +334,15 @@ def make_clip_dataset(
 
     clips = episodes.flat_map(to_clips)
     if image_size is not None:
+        # Resized before the shuffle buffer, which then holds small frames.
         clips = clips.map(
             lambda c: dict(c, frames=tf.cast(tf.clip_by_value(tf.round(tf.image.resize(
                 c["frames"], (image_size, image_size))), 0, 255), tf.uint8)),
-            num_parallel_calls=tf.data.AUTOTUNE)
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if shuffle:
         clips = clips.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         clips = clips.repeat()
+    if start_index:
+        clips = clips.skip(start_index)
     return clips.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)

@@ -58,7 +58,7 @@ class RoPEAttention(keras.layers.Layer):
         self.proj.build(tuple(input_shape[:-1]) + (self.dim,))
         self.built = True
 
-    def call(self, x, rope=None, attention_mask=None):
+    def _rotated_qkv(self, x, rope):
         batch, tokens = ops.shape(x)[0], ops.shape(x)[1]
         qkv = ops.reshape(self.qkv(x), (batch, tokens, 3, self.num_heads, self.head_dim))
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (B, N, heads, head_dim)
@@ -68,6 +68,9 @@ class RoPEAttention(keras.layers.Layer):
             cos, sin = rope
             q = apply_rope(q, cos, sin)
             k = apply_rope(k, cos, sin)
+        return q, k, v
+
+    def _attend(self, x, q, k, v, attention_mask):
         mask = None
         if attention_mask is not None:
             mask = ops.cast(attention_mask, "bool")
@@ -76,8 +79,35 @@ class RoPEAttention(keras.layers.Layer):
             else:
                 mask = mask[:, None]
         out = ops.dot_product_attention(q, k, v, mask=mask)
-        out = ops.reshape(out, (batch, tokens, self.dim))
+        out = ops.reshape(out, (ops.shape(x)[0], ops.shape(x)[1], self.dim))
         return self.proj(out)
+
+    def call(self, x, rope=None, attention_mask=None):
+        q, k, v = self._rotated_qkv(x, rope)
+        return self._attend(x, q, k, v, attention_mask)
+
+    def call_cached(self, x, rope=None, attention_mask=None, past_key=None, past_value=None):
+        """Attention of new tokens over cached keys/values of earlier tokens plus their own.
+
+        Keys are cached after rotation: a key's rotation depends only on its own position, so
+        a cached key is exactly what a full recompute would produce (decoder-style KV cache).
+
+        Args:
+            x: (B, N, dim) the new tokens.
+            rope: (cos, sin) for the new tokens' positions only.
+            attention_mask: optional boolean (N, P + N) or (B, N, P + N) over [past, new] keys;
+                None lets every new token see every key.
+            past_key, past_value: (B, P, heads, head_dim) from an earlier call, or None.
+
+        Returns:
+            (out (B, N, dim), key (B, P + N, heads, head_dim), value (same)): the keys/values
+            to pass as the cache of the next call.
+        """
+        q, k, v = self._rotated_qkv(x, rope)
+        if past_key is not None:
+            k = ops.concatenate([ops.cast(past_key, k.dtype), k], axis=1)
+            v = ops.concatenate([ops.cast(past_value, v.dtype), v], axis=1)
+        return self._attend(x, q, k, v, attention_mask), k, v
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.dim,)

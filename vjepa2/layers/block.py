@@ -68,6 +68,23 @@ class TransformerBlock(keras.layers.Layer):
         hidden = keras.activations.gelu(self.fc1(self.norm2(x)), approximate=False)
         return x + self.fc2(hidden)
 
+    def call_cached(self, x, rope=None, attention_mask=None, past_key=None, past_value=None):
+        """`call` for new tokens attending over cached keys/values of earlier tokens.
+
+        Equal to running `call` on [earlier, new] tokens with the matching mask and keeping the
+        outputs of the new tokens, when no earlier token attends to a new one (causal or
+        block-causal attention). See `RoPEAttention.call_cached`.
+
+        Returns:
+            (x (B, N, dim), key, value) with the keys/values of [earlier, new] tokens.
+        """
+        attended, key, value = self.attn.call_cached(
+            self.norm1(x), rope=rope, attention_mask=attention_mask, past_key=past_key,
+            past_value=past_value)
+        x = x + attended
+        hidden = keras.activations.gelu(self.fc1(self.norm2(x)), approximate=False)
+        return x + self.fc2(hidden), key, value
+
     def compute_output_shape(self, input_shape):
         return input_shape
 

@@ -1,5 +1,6 @@
 """V-JEPA 2 models."""
+from vjepa2.models.ac_predictor import ActionConditionedPredictor
 from vjepa2.models.masked_predictor import MaskedPredictor
 from vjepa2.models.video_encoder import VideoEncoder
 
-__all__ = ["MaskedPredictor", "VideoEncoder"]
+__all__ = ["ActionConditionedPredictor", "MaskedPredictor", "VideoEncoder"]

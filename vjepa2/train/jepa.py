@@ -16,15 +16,8 @@ import keras
 from keras import ops
 
 from vjepa2.models.video_encoder import VideoEncoder
+from vjepa2.models.world_model import layer_norm_no_affine  # noqa: F401 (re-exported)
 from vjepa2.train.schedules import linear_momentum
-
-
-def layer_norm_no_affine(x, epsilon=1e-6):
-    """LayerNorm over the last axis without scale or bias (the teacher-target normalisation)."""
-    x = ops.cast(x, "float32")
-    mean = ops.mean(x, axis=-1, keepdims=True)
-    var = ops.var(x, axis=-1, keepdims=True)
-    return (x - mean) * ops.rsqrt(var + epsilon)
 
 
 def feature_std(tokens):
@@ -111,10 +104,13 @@ class JEPAPretrainer(keras.Model):
 
     def _logs(self, loss, aux, step):
         logs = {"loss": loss, **aux}
-        lr = self.optimizer.learning_rate
-        if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
-            lr = lr(step)
-        logs["lr"] = ops.cast(lr, "float32")
+        # The raw schedule, evaluated at the traced step: on JAX the optimizer's variables are
+        # not readable inside the train step (their values live in the functional state).
+        schedule = self.optimizer._learning_rate
+        if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
+            logs["lr"] = ops.cast(schedule(step), "float32")
+        elif isinstance(schedule, (int, float)):
+            logs["lr"] = ops.cast(schedule, "float32")
         logs["ema"] = ops.cast(self.momentum_at(step), "float32")
         return logs
 
@@ -206,6 +202,10 @@ class JEPAPretrainer(keras.Model):
 
     def train_step(self, *args):
         backend = keras.backend.backend()
+        args = list(args)
+        # Array adapters yield (x,) tuples; datasets of dicts yield the dict itself.
+        if isinstance(args[-1], (tuple, list)):
+            args[-1] = args[-1][0]
         if backend == "tensorflow":
             return self._tf_train_step(*args)
         if backend == "jax":

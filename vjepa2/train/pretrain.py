@@ -18,8 +18,10 @@ import time
 from pathlib import Path
 
 from vjepa2.errors import UsageError
+from vjepa2.train.run_folder import CONFIG_FILE, check_run_folder, resolve_precision
 
-CONFIG_FILE = "config.json"
+__all__ = ["PretrainConfig", "build_trainer", "make_mask_sampler", "make_pretrain_dataset",
+           "pretrain", "pretrain_cli", "resolve_precision"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,26 +94,6 @@ class PretrainConfig:
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
-
-
-def resolve_precision(precision: str) -> str:
-    """'auto' -> mixed_bfloat16 when a GPU is visible to the backend, else float32."""
-    if precision != "auto":
-        return precision
-    import keras
-
-    backend = keras.backend.backend()
-    if backend == "jax":
-        import jax
-
-        has_gpu = any(d.platform == "gpu" for d in jax.devices())
-    elif backend == "tensorflow":
-        import tensorflow as tf
-
-        has_gpu = bool(tf.config.list_physical_devices("GPU"))
-    else:
-        has_gpu = False
-    return "mixed_bfloat16" if has_gpu else "float32"
 
 
 def build_trainer(config: PretrainConfig, preset_overrides: dict | None = None):
@@ -222,21 +204,8 @@ def _strategy_scope(distribute: str):
 
 
 def _check_run_folder(config: PretrainConfig, resume: bool):
-    from vjepa2.train.checkpoint import CheckpointManager
-
-    out = Path(config.out)
-    manager = CheckpointManager(out / "checkpoints")
-    state = manager.latest_state() if out.exists() else None
-    if state is not None and not resume:
-        raise UsageError(f"run folder {out} already holds a run at step {state['step']}; pass "
-                         "--resume to continue it or choose another --out")
-    if state is not None:
-        saved = json.loads((out / CONFIG_FILE).read_text())
-        for key in ("preset", "batch_size", "frames", "resolution", "fps", "seed"):
-            if saved.get(key) != config.to_json()[key]:
-                raise UsageError(f"--resume with a different {key}: the run in {out} used "
-                                 f"{saved.get(key)!r}; received {config.to_json()[key]!r}")
-    return manager, state
+    return check_run_folder(config.out, config.to_json(), resume,
+                            ("preset", "batch_size", "frames", "resolution", "fps", "seed"))
 
 
 def pretrain(config: PretrainConfig, resume: bool = False, verbose: int = 1,

@@ -1,0 +1,361 @@
+"""`vjepa2 finetune-ac`: train the action-conditioned predictor on RLDS robot logs.
+
+The encoder of a pretraining run (its EMA target `encoder/`) or an encoder preset folder is
+frozen; the predictor learns with teacher-forcing + 2-step rollout L1 (`vjepa2.train.ac`).
+
+A run folder holds:
+    config.json        the FinetuneACConfig and the predictor overrides
+    metrics.jsonl      one line per step: loss, loss_tf, loss_rollout, latent_std, lr
+    checkpoints/       atomic checkpoints for exact resume (weights, optimizer, data position)
+    logs/              TensorBoard event files (TensorFlow backend)
+    encoder/           the frozen encoder (bit-identical to the one given)
+    ac_predictor/      the trained predictor
+    conventions.json   units, deltas, frame stride, frame size/normalization, key mapping
+The last three are what `vjepa2.models.world_model.load_world_model(RUN)` loads.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+from vjepa2.errors import UsageError
+from vjepa2.train.run_folder import CONFIG_FILE, check_run_folder, resolve_precision
+
+KEYMAPS = ("default", "droid")
+# This project's Fetch logs (envs.collect.ACTION_CONVENTION): xyz actions are end-effector
+# target deltas in units of 0.05 m; the gripper command is not a state increment.
+_FETCH_CONVENTIONS = dict(
+    action_delta_dims=(0, 1, 2), state_delta_dims=(0, 1, 2),
+    action_to_state_scale=(0.05, 0.05, 0.05), env_step_seconds=0.04)
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneACConfig:
+    """Everything a fine-tuning run depends on; stored in the run folder.
+
+    `warmup_steps` and `decay_steps` of None default to 10% and 20% of `steps`.
+    """
+
+    encoder: str
+    logs: str
+    out: str
+    steps: int
+    preset: str = "tiny"
+    keymap: str = "default"
+    batch_size: int = 8
+    clip_length: int = 4
+    frame_stride: int = 1
+    image_size: int | None = None
+    lr: float = 4.25e-4
+    start_lr: float = 7.5e-5
+    final_lr: float = 0.0
+    warmup_steps: int | None = None
+    decay_steps: int | None = None
+    weight_decay: float = 0.04
+    clip_grad: float | None = None
+    checkpoint_every: int = 100
+    seed: int = 0
+    precision: str = "auto"
+
+    def __post_init__(self):
+        def check(condition, message):
+            if not condition:
+                raise UsageError(message)
+
+        check(self.steps > 0, f"steps must be > 0; received {self.steps}")
+        check(self.batch_size > 0, f"batch size must be > 0; received {self.batch_size}")
+        check(self.clip_length >= 3,
+              f"clip length must be >= 3 (the 2-step rollout loss needs 3 frames); received "
+              f"{self.clip_length}")
+        check(self.frame_stride >= 1, f"frame stride must be >= 1; received {self.frame_stride}")
+        check(self.image_size is None or (self.image_size >= 16 and self.image_size % 16 == 0),
+              f"image size must be a multiple of 16; received {self.image_size}")
+        check(self.lr > 0 and self.start_lr >= 0 and self.final_lr >= 0,
+              f"learning rates must be positive; received lr={self.lr}, "
+              f"start_lr={self.start_lr}, final_lr={self.final_lr}")
+        check(self.weight_decay >= 0, f"weight decay must be >= 0; received {self.weight_decay}")
+        check(self.clip_grad is None or self.clip_grad > 0,
+              f"clip_grad must be > 0; received {self.clip_grad}")
+        check(self.checkpoint_every > 0,
+              f"checkpoint_every must be > 0; received {self.checkpoint_every}")
+        check(self.precision in ("auto", "float32", "mixed_bfloat16"),
+              f"precision must be auto, float32 or mixed_bfloat16; received {self.precision!r}")
+        check(self.keymap in KEYMAPS or self.keymap.endswith(".json"),
+              f"keymap must be 'default', 'droid' or a .json file; received {self.keymap!r}")
+        warmup, decay = self.resolved_schedule()
+        check(warmup + decay <= self.steps,
+              f"warmup_steps + decay_steps must be <= steps; received {warmup} + {decay} > "
+              f"{self.steps}")
+
+    def resolved_schedule(self) -> tuple[int, int]:
+        warmup = self.warmup_steps if self.warmup_steps is not None else self.steps // 10
+        decay = self.decay_steps if self.decay_steps is not None else self.steps // 5
+        if warmup < 0 or decay < 0:
+            raise UsageError(f"warmup_steps and decay_steps must be >= 0; received "
+                             f"{warmup}, {decay}")
+        return warmup, decay
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# ----------------------------------------------------------------------------------- inputs
+
+
+def resolve_encoder_dir(encoder: str) -> Path:
+    """A pretraining run folder (its `encoder/`) or an encoder preset folder."""
+    path = Path(encoder)
+    if (path / "encoder" / "config.json").is_file():
+        return path / "encoder"
+    if (path / "config.json").is_file() and (path / "model.weights.h5").is_file():
+        return path
+    raise UsageError(f"--encoder {encoder} is neither a pretraining run folder (with encoder/) "
+                     "nor an encoder preset folder (config.json + model.weights.h5)")
+
+
+def resolve_keymap(keymap: str):
+    """Returns `(KeyMap, conventions overrides dict)` for 'default', 'droid' or a JSON file.
+
+    A JSON file holds the `KeyMap` fields (`image`, `state`, `action`, `delta_action_dims`,
+    `action_from_state`) and optionally `conventions` (fields of `WorldModelConventions`:
+    `action`, `state`, `action_delta_dims`, `state_delta_dims`, `action_to_state_scale`,
+    `action_low`, `action_high`, `env_step_seconds`).
+    """
+    from vjepa2.data.rlds import DROID_KEYMAP, KeyMap
+
+    if keymap == "default":
+        return KeyMap(), dict(_FETCH_CONVENTIONS)
+    if keymap == "droid":
+        # V-JEPA 2-AC trains on DROID with state differences as actions (its logged actions
+        # are absolute), so every action dim increments its state dim one for one.
+        return dataclasses.replace(DROID_KEYMAP, action_from_state=True), {"state_deltas": 1.0}
+    path = Path(keymap)
+    if not path.is_file():
+        raise UsageError(f"--keymap file not found: {keymap}")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise UsageError(f"--keymap {keymap} is not valid JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"--keymap {keymap} must hold a JSON object")
+    conventions = data.pop("conventions", {})
+    fields = {f.name for f in dataclasses.fields(KeyMap)}
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        raise UsageError(f"--keymap {keymap} has unknown keys {unknown}; known: "
+                         f"{sorted(fields)} and 'conventions'")
+    for key in ("state", "action"):
+        if isinstance(data.get(key), list):
+            data[key] = tuple(data[key])
+    if data.get("delta_action_dims") is not None:
+        data["delta_action_dims"] = tuple(data["delta_action_dims"])
+    key_map = KeyMap(**data)
+    if key_map.action_from_state and "action_delta_dims" not in conventions:
+        conventions = dict(conventions, state_deltas=1.0)
+    return key_map, conventions
+
+
+def dataset_description(logs: str) -> dict:
+    """The RLDS dataset's own metadata (our collector stores its action/state conventions)."""
+    path = Path(logs) / "metadata.json"
+    if path.is_file():
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError:
+            return {}
+    return {}
+
+
+def make_conventions(config: FinetuneACConfig, keymap, overrides: dict, action_dim: int,
+                     state_dim: int, image_size: int):
+    """The `WorldModelConventions` of a run, from the key mapping, the logs and the config."""
+    from vjepa2.models.world_model import WorldModelConventions
+
+    overrides = dict(overrides)
+    described = dataset_description(config.logs).get("conventions", {})
+    if overrides.pop("state_deltas", None) is not None:
+        dims = tuple(range(min(action_dim, state_dim)))
+        overrides.update(action_delta_dims=dims, state_delta_dims=dims,
+                         action_to_state_scale=(1.0,) * len(dims))
+    action_text = overrides.pop("action", described.get("action", "as logged"))
+    state_text = overrides.pop("state", described.get("state", "as logged"))
+    if "env_step_seconds" in described:
+        overrides.setdefault("env_step_seconds", described["env_step_seconds"])
+    if config.keymap == "default" and "action_low" not in overrides:
+        # Fetch actions are in [-1, 1] per env step; delta dims add up over the stride.
+        stride = float(config.frame_stride)
+        delta = set(overrides.get("action_delta_dims", ()))
+        overrides["action_high"] = tuple(stride if d in delta else 1.0
+                                         for d in range(action_dim))
+        overrides["action_low"] = tuple(-v for v in overrides["action_high"])
+    keymap_json = {k: (list(v) if isinstance(v, tuple) else v)
+                   for k, v in dataclasses.asdict(keymap).items()}
+    return WorldModelConventions(
+        action_dim=action_dim, state_dim=state_dim, image_size=image_size,
+        frame_stride=config.frame_stride,
+        action=f"{action_text}; summed over {config.frame_stride} env step(s) on the delta dims "
+        f"{list(keymap.delta_action_dims) if keymap.delta_action_dims is not None else 'all but the last'}, "  # noqa: E501
+        "averaged on the others; unnormalized",
+        state=state_text, keymap=keymap_json, **overrides)
+
+
+def make_finetune_dataset(config: FinetuneACConfig, keymap, start_step: int = 0):
+    """Shuffled, repeated clip batches; batch k depends only on (seed, k)."""
+    from vjepa2.data.rlds import make_clip_dataset
+
+    dataset = make_clip_dataset(
+        config.logs, keymap, clip_length=config.clip_length, frame_stride=config.frame_stride,
+        batch_size=config.batch_size, shuffle=True, seed=config.seed,
+        image_size=config.image_size, repeat=True, drop_remainder=True,
+        start_index=start_step * config.batch_size)
+    keys = ("frames", "actions", "states")
+    return dataset.map(lambda batch: {k: batch[k] for k in keys})
+
+
+def _peek(config: FinetuneACConfig, keymap):
+    """Frame size, action and state dims from one clip; an empty dataset fails here."""
+    from vjepa2.data.rlds import make_clip_dataset
+
+    clips = make_clip_dataset(config.logs, keymap, clip_length=config.clip_length,
+                              frame_stride=config.frame_stride, batch_size=1, shuffle=False,
+                              image_size=config.image_size)
+    for batch in clips.take(1):
+        return (int(batch["frames"].shape[2]), int(batch["frames"].shape[3]),
+                int(batch["actions"].shape[-1]), int(batch["states"].shape[-1]))
+    raise UsageError(f"no clip of {config.clip_length} frames at stride {config.frame_stride} "
+                     f"in {config.logs}: episodes too short or the dataset is empty")
+
+
+def build_trainer(config: FinetuneACConfig, action_dim: int, state_dim: int,
+                  predictor_overrides: dict | None = None):
+    """Builds the compiled `ACTrainer`: the frozen encoder from `config.encoder`, a fresh
+    predictor from the preset, AdamW over the predictor only with the WSD schedule."""
+    from vjepa2.models import ActionConditionedPredictor, VideoEncoder
+    from vjepa2.train.ac import ACTrainer
+    from vjepa2.train.optim import make_adamw
+    from vjepa2.train.schedules import WarmupStableDecay
+
+    try:
+        encoder = VideoEncoder.from_preset(resolve_encoder_dir(config.encoder))
+        predictor = ActionConditionedPredictor.from_preset(
+            config.preset, **{**(predictor_overrides or {}), "encoder_dim": encoder.embed_dim,
+                              "action_dim": action_dim, "state_dim": state_dim})
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+    trainer = ACTrainer(encoder, predictor, clip_grad=config.clip_grad)
+    trainer.build()
+    warmup, decay = config.resolved_schedule()
+    schedule = WarmupStableDecay(config.start_lr, config.lr, config.final_lr, warmup, decay,
+                                 config.steps)
+    optimizer = make_adamw(trainer, schedule, weight_decay=config.weight_decay)
+    trainer.compile(optimizer=optimizer, jit_compile=False)
+    return trainer
+
+
+# ----------------------------------------------------------------------------------- the run
+
+_RESUME_KEYS = ("encoder", "logs", "preset", "keymap", "batch_size", "clip_length",
+                "frame_stride", "image_size", "seed")
+
+
+def finetune_ac(config: FinetuneACConfig, resume: bool = False, verbose: int = 1,
+                predictor_overrides: dict | None = None, extra_callbacks=()):
+    """Runs (or resumes) fine-tuning; returns a summary dict.
+
+    Raises:
+        UsageError: bad input (paths, values, a run folder in the way, an empty dataset).
+        RuntimeError: the loss became NaN (the last good checkpoint is kept).
+    """
+    import keras
+
+    from vjepa2.models.world_model import save_world_model
+    from vjepa2.train.callbacks import MetricsLogger, NaNGuard, PeriodicCheckpoint
+    from vjepa2.train.checkpoint import atomic_write_text
+
+    resolve_encoder_dir(config.encoder)  # bad paths fail before anything is built
+    keymap, convention_overrides = resolve_keymap(config.keymap)
+    manager, state = check_run_folder(config.out, config.to_json(), resume, _RESUME_KEYS)
+    out = Path(config.out)
+    if state is not None and predictor_overrides is None:
+        predictor_overrides = json.loads((out / CONFIG_FILE).read_text()).get(
+            "predictor_overrides")
+    height, width, action_dim, state_dim = _peek(config, keymap)
+    if height != width:
+        raise UsageError(f"frames must be square (or pass --image-size); the logs hold "
+                         f"{height}x{width}")
+    conventions = make_conventions(config, keymap, convention_overrides, action_dim, state_dim,
+                                   height)
+    out.mkdir(parents=True, exist_ok=True)
+    if state is None:
+        atomic_write_text(out / CONFIG_FILE, json.dumps(
+            {**config.to_json(), "predictor_overrides": predictor_overrides or {}}, indent=2))
+    precision = resolve_precision(config.precision)
+    keras.mixed_precision.set_global_policy(precision)
+    keras.utils.set_random_seed(config.seed)
+    trainer = build_trainer(config, action_dim, state_dim, predictor_overrides)
+    if height % trainer.encoder.patch_size:
+        raise UsageError(f"frame size {height} is not a multiple of the encoder's patch size "
+                         f"{trainer.encoder.patch_size}; pass --image-size")
+    start_step = 0
+    if state is not None:
+        state = manager.restore(trainer, trainer.optimizer)
+        start_step = int(state["step"])
+    if start_step >= config.steps:
+        if verbose:
+            print(f"run in {out} is already at step {start_step} >= --steps {config.steps}")
+        save_world_model(out, trainer.encoder, trainer.predictor, conventions)
+        return {"step": start_step, "stopped": "complete", "run": str(out)}
+
+    dataset = make_finetune_dataset(config, keymap, start_step)
+
+    def save(model, step):
+        manager.save(model, model.optimizer, step, {"data_index": step * config.batch_size})
+
+    nan_guard = NaNGuard(start_step)
+    callbacks = [nan_guard, MetricsLogger(out / "metrics.jsonl", start_step),
+                 PeriodicCheckpoint(save, config.checkpoint_every, start_step, nan_guard)]
+    if keras.backend.backend() == "tensorflow":
+        callbacks.append(keras.callbacks.TensorBoard(str(out / "logs"), update_freq=10))
+    callbacks += list(extra_callbacks)
+    if verbose:
+        print(f"fine-tuning a {config.preset} action-conditioned predictor on {config.logs}: "
+              f"steps {start_step} -> {config.steps}, batch {config.batch_size}, "
+              f"{config.clip_length} frames of {height}px at stride {config.frame_stride}, "
+              f"actions {action_dim}-D, states {state_dim}-D, precision {precision}, "
+              f"backend {keras.backend.backend()}")
+    started = time.time()
+    trainer.fit(dataset, epochs=1, steps_per_epoch=config.steps - start_step,
+                callbacks=callbacks,
+                verbose=verbose if sys.stdout.isatty() else min(verbose, 2), shuffle=False)
+    seconds = time.time() - started
+    if nan_guard.bad_step is not None:
+        kept = manager.latest_state()
+        raise RuntimeError(
+            f"loss became NaN/inf at step {nan_guard.bad_step}; training stopped. The last good "
+            f"checkpoint (step {kept['step'] if kept else 'none'}) is kept in "
+            f"{manager.directory}. Try a lower --lr.")
+    save_world_model(out, trainer.encoder, trainer.predictor, conventions)
+    final = manager.latest_state()
+    return {"step": final["step"], "seconds": seconds, "run": str(out)}
+
+
+def finetune_ac_cli(args) -> int:
+    config = FinetuneACConfig(
+        encoder=args.encoder, logs=args.logs, out=args.out, steps=args.steps,
+        preset=args.preset, keymap=args.keymap, batch_size=args.batch_size,
+        clip_length=args.clip_length, frame_stride=args.frame_stride,
+        image_size=args.image_size, lr=args.lr, start_lr=args.start_lr,
+        final_lr=args.final_lr, warmup_steps=args.warmup_steps, decay_steps=args.decay_steps,
+        weight_decay=args.weight_decay, checkpoint_every=args.checkpoint_every, seed=args.seed,
+        precision=args.precision)
+    try:
+        summary = finetune_ac(config, resume=args.resume)
+    except RuntimeError as error:
+        print(f"vjepa2 finetune-ac: error: {error}", file=sys.stderr)
+        return 1
+    print(f"done: step {summary['step']}; world model saved in {config.out} "
+          "(load with vjepa2.models.world_model.load_world_model)")
+    return 0

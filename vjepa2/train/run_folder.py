@@ -1,0 +1,55 @@
+"""Run-folder checks and settings shared by the training commands (pretrain, finetune-ac)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from vjepa2.errors import UsageError
+
+CONFIG_FILE = "config.json"
+
+
+def resolve_precision(precision: str) -> str:
+    """'auto' -> mixed_bfloat16 when a GPU is visible to the backend, else float32."""
+    if precision != "auto":
+        return precision
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        has_gpu = any(d.platform == "gpu" for d in jax.devices())
+    elif backend == "tensorflow":
+        import tensorflow as tf
+
+        has_gpu = bool(tf.config.list_physical_devices("GPU"))
+    else:
+        has_gpu = False
+    return "mixed_bfloat16" if has_gpu else "float32"
+
+
+def check_run_folder(out, config: dict, resume: bool, resume_keys):
+    """Checks `out` against a new or resumed run; returns `(CheckpointManager, state or None)`.
+
+    A folder holding a checkpoint needs `resume`; a resumed run must agree with the saved
+    `config.json` on every key of `resume_keys` (what fixes the data stream and the model).
+
+    Raises:
+        UsageError: naming the conflict.
+    """
+    from vjepa2.train.checkpoint import CheckpointManager
+
+    out = Path(out)
+    manager = CheckpointManager(out / "checkpoints")
+    state = manager.latest_state() if out.exists() else None
+    if state is not None and not resume:
+        raise UsageError(f"run folder {out} already holds a run at step {state['step']}; pass "
+                         "--resume to continue it or choose another --out")
+    if state is not None:
+        saved = json.loads((out / CONFIG_FILE).read_text())
+        for key in resume_keys:
+            if saved.get(key) != config[key]:
+                raise UsageError(f"--resume with a different {key}: the run in {out} used "
+                                 f"{saved.get(key)!r}; received {config[key]!r}")
+    return manager, state
