@@ -92,7 +92,10 @@ def wilson_interval(successes: int, n: int, z: float = Z95) -> tuple[float, floa
     denom = 1.0 + z2 / n
     centre = (p + z2 / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # Exact ends at 0 and n (rounding would leave a 1e-17 gap).
+    lo = 0.0 if successes == 0 else max(0.0, centre - half)
+    hi = 1.0 if successes == n else min(1.0, centre + half)
+    return lo, hi
 
 
 def subgoal_budgets(goal_names: Sequence[str], max_steps: int) -> list[int]:
@@ -118,7 +121,9 @@ def subgoal_budgets(goal_names: Sequence[str], max_steps: int) -> list[int]:
     weights = np.asarray([REFERENCE_SUBGOAL_REPLANS[n] for n in names], "float64")
     exact = max_steps * weights / weights.sum()
     budgets = np.maximum(np.floor(exact).astype(int), 1)
-    order = np.argsort(-(exact - np.floor(exact)), kind="stable")
+    # Largest remainder first; ties go to the larger share (rounded: 6 * 4 / 18 vs 6 * 10 / 18
+    # must tie exactly).
+    order = np.lexsort((-weights, -np.round(exact - np.floor(exact), 9)))
     i = 0
     while budgets.sum() < max_steps:
         budgets[order[i % len(order)]] += 1
@@ -211,19 +216,28 @@ class _PlannerView:
 
     `step` returns an observation with only `image` and `state`, a zero reward and an empty
     `info`, so nothing in the loop can read the simulator's success, distance, goal position or
-    privileged state. The full observations and infos are kept here and read after the episode.
-    The episode's reset happens before the loop (its `info` carries the goal images); the
-    loop's own `reset` with the same seed is answered from it instead of resetting twice.
+    privileged state. The full infos of every env step and the observations the planner saw are
+    kept here and read after the episode. The episode's reset happens before the loop (its
+    `info` carries the goal images); the loop's own `reset` with the same seed is answered from
+    it instead of resetting twice.
+
+    With a world model trained at `frame_stride` env steps per frame, one planned action spans
+    `frame_stride` env steps: on `delta_dims` (increments, summed over the stride in training)
+    each step gets `action / frame_stride`, the other dims are repeated.
     """
 
     KEYS = ("image", "state")
 
-    def __init__(self, env, seed: int | None, obs: dict, info: dict):
+    def __init__(self, env, seed: int | None, obs: dict, info: dict, frame_stride: int = 1,
+                 delta_dims: Sequence[int] = ()):
         self.env = env
         self.action_space = env.action_space
         self._pending = (seed, obs, info)
         self.infos: list[dict] = []
         self.observations: list[dict] = []
+        self.frame_stride = int(frame_stride)
+        self._scale = np.ones(env.action_space.shape, "float32")
+        self._scale[list(delta_dims)] = 1.0 / self.frame_stride
 
     def _view(self, obs: dict) -> dict:
         return {k: obs[k] for k in self.KEYS}
@@ -238,8 +252,12 @@ class _PlannerView:
         return self._view(obs), {}
 
     def step(self, action):
-        obs, _, terminated, truncated, info = self.env.step(action)
-        self.infos.append(info)
+        per_step = np.asarray(action, "float32") * self._scale
+        for _ in range(self.frame_stride):
+            obs, _, terminated, truncated, info = self.env.step(per_step)
+            self.infos.append(info)
+            if terminated or truncated:
+                break
         self.observations.append(obs)
         return self._view(obs), 0.0, terminated, truncated, {}
 
@@ -264,12 +282,13 @@ class _Episode:
 
 
 def _run_planner_episode(env: RemoteEnv, planner: Planner, seed: int, goal_names: list,
-                         budgets: list, max_steps: int, record: bool,
-                         stop_energy: float | None, context_frames: int) -> _Episode:
+                         budgets: list, replans: int, record: bool,
+                         stop_energy: float | None, context_frames: int, frame_stride: int,
+                         delta_dims: Sequence[int]) -> _Episode:
     obs, info = env.reset(seed=seed)
     goal_images = [np.asarray(info["goal_images"][n]) for n in goal_names]
-    view = _PlannerView(env, seed, obs, info)
-    mpc = MPC(planner, view, list(zip(goal_images, budgets)), max_steps=max_steps,
+    view = _PlannerView(env, seed, obs, info, frame_stride, delta_dims)
+    mpc = MPC(planner, view, list(zip(goal_images, budgets)), max_steps=replans,
               stop_energy=stop_energy, record_frames=record, context_frames=context_frames)
     result = mpc.run(seed=seed)
     index = [int(i) for i in result.goal_index]
@@ -319,12 +338,12 @@ def _run_baseline_episode(env: RemoteEnv, policy: str, seed: int, max_steps: int
         frames=frames, goals=[goal] * len(frames) if record else None)
 
 
-def _episode_record(ep: _Episode, index: int, max_steps: int, warmup_plans: int,
+def _episode_record(ep: _Episode, index: int, replans: int, warmup_plans: int,
                     wall_seconds: float) -> dict:
     infos = ep.infos
     # The env's time limit is set to the budget, so its truncation at the last step is the
     # budget running out, not the env ending the episode.
-    stop_reason = "budget" if len(ep.actions) >= max_steps else ep.stop_reason
+    stop_reason = "budget" if len(ep.actions) >= replans else ep.stop_reason
     final = infos[-1]
     stepped = infos[1:] or infos[:1]
     energies = None
@@ -344,6 +363,7 @@ def _episode_record(ep: _Episode, index: int, max_steps: int, warmup_plans: int,
         "distance": [float(i["distance"]) for i in infos],
         "grasped_at_end": bool(final.get("grasped", False)),
         "steps": int(len(ep.actions)),
+        "env_steps": len(infos) - 1,
         "stop_reason": stop_reason,
         "plan_seconds": ep.action_seconds,
         "warmup_plans": int(warmup_plans),
@@ -593,6 +613,20 @@ def _task_spec(task: str):
     return get_task(task)  # UsageError naming the valid tasks
 
 
+def _planner_bounds(conventions: dict, action_space, frame_stride: int,
+                    delta_dims: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame-step action bounds: the model's own when it states them, else the env's with
+    the delta dims widened by the stride (a frame step sums `frame_stride` env actions)."""
+    if "action_low" in conventions and "action_high" in conventions:
+        return (np.asarray(conventions["action_low"], "float32"),
+                np.asarray(conventions["action_high"], "float32"))
+    low = np.array(action_space.low, "float32")
+    high = np.array(action_space.high, "float32")
+    low[list(delta_dims)] *= frame_stride
+    high[list(delta_dims)] *= frame_stride
+    return low, high
+
+
 def _model_info(world_model, model_path) -> dict:
     info = {"path": None if model_path is None else str(Path(model_path).resolve()),
             "class": type(world_model).__name__,
@@ -625,11 +659,13 @@ def evaluate(task: str, episodes: int, out: str | os.PathLike, *, variation: str
         planner: the CEM budget's name (`planner_config`), recorded in the results.
         cem_config: the `CEMConfig` to plan with; defaults to `planner_config(planner)`.
         energy: the planner's `EnergyConfig` (default: L1 on the final step).
-        max_steps: actions per episode; defaults to the task's 50-step episode.
+        max_steps: env steps per episode; defaults to the task's 50-step episode. A world
+            model with `conventions["frame_stride"] = s` re-plans every `s` env steps, so it
+            gets `max_steps // s` re-plans.
         videos: how many of the first episodes to save as mp4.
         seed: base seed.
-        image_size: camera frame size; defaults to the world model's `conventions
-            ["image_size"]` or 128.
+        image_size: camera frame size (default 128, as `vjepa2 collect` logs; the world model
+            resizes frames to its own size).
         noise: the expert's action noise (default: `envs.policies.DEFAULT_NOISE`).
         stop_energy: the planner's stop rule (latent distance to the final goal); `None`
             runs every episode to its budget.
@@ -663,11 +699,16 @@ def evaluate(task: str, episodes: int, out: str | os.PathLike, *, variation: str
         raise UsageError("the planner policy needs a world model (--model RUN)")
     if policy != "planner" and world_model is not None:
         raise UsageError(f"the {policy} baseline takes no world model")
-    conventions = getattr(world_model, "conventions", None) or {}
-    if image_size is None:
-        image_size = int(conventions.get("image_size", 128))
+    conventions = dict(getattr(world_model, "conventions", None) or {})
+    image_size = 128 if image_size is None else int(image_size)
+    frame_stride = int(conventions.get("frame_stride", 1))
+    delta_dims = tuple(int(d) for d in conventions.get("action_delta_dims", (0, 1, 2)))
+    replans = max_steps // frame_stride
+    if replans < 1:
+        raise UsageError(f"--max-steps {max_steps} is shorter than the world model's frame "
+                         f"stride {frame_stride}")
     goal_names = list(spec.goal_names) if policy == "planner" else ["goal"]
-    budgets = subgoal_budgets(goal_names, max_steps)
+    budgets = subgoal_budgets(goal_names, replans)
     planner_info = baseline_info = model_info = None
     if policy == "planner":
         cem_config = cem_config if cem_config is not None else planner_config(
@@ -681,6 +722,8 @@ def evaluate(task: str, episodes: int, out: str | os.PathLike, *, variation: str
                             "in [-1, 1]; metre-valued preset limits converted to these units",
             "stop_energy": stop_energy,
             "context_frames": context_frames,
+            "frame_stride": frame_stride,
+            "replans": replans,
         }
         model_info = _model_info(world_model, model_path)
     elif policy == "expert":
@@ -739,18 +782,22 @@ def evaluate(task: str, episodes: int, out: str | os.PathLike, *, variation: str
         with RemoteEnv(spec.env_id, modules=("envs",), **env_kwargs) as env:
             plan = None
             if policy == "planner":
-                plan = Planner(world_model, env.action_space, config=cem_config, energy=energy)
+                low, high = _planner_bounds(conventions, env.action_space, frame_stride,
+                                            delta_dims)
+                plan = Planner(world_model, action_low=low, action_high=high,
+                               config=cem_config, energy=energy)
             warmup = 1 if policy == "planner" else 0
             for n, (index, ep_seed) in enumerate(todo):
                 t0 = time.perf_counter()
                 record_video = index < videos
                 if policy == "planner":
                     ep = _run_planner_episode(env, plan, ep_seed, goal_names, budgets,
-                                              max_steps, record_video, stop_energy,
-                                              context_frames)
+                                              replans, record_video, stop_energy,
+                                              context_frames, frame_stride, delta_dims)
                 else:
                     ep = _run_baseline_episode(env, policy, ep_seed, max_steps, record_video)
-                record = _episode_record(ep, index, max_steps, warmup if n == 0 else 0,
+                record = _episode_record(ep, index, replans if plan else max_steps,
+                                         warmup if n == 0 else 0,
                                          time.perf_counter() - t0)
                 if record_video:  # before the record, whose presence marks the episode done
                     _write_episode_video(out / "videos" / f"episode-{ep_seed:08d}.mp4", ep,

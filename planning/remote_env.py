@@ -81,20 +81,28 @@ def _resolve(reference: str) -> Callable:
     return obj
 
 
+def _check_forbidden(spec: dict) -> None:
+    bad = sorted(m for m in spec["forbid_modules"] if m in sys.modules)
+    if bad:
+        raise RuntimeError(
+            f"the env process imported {', '.join(bad)} while building {spec['env_id']!r}; "
+            "MuJoCo's EGL renderer crashes next to TensorFlow/JAX, so the env's modules must "
+            "not import them")
+
+
 class _Server:
     """Holds the env (and an optional child policy) in the child and answers requests."""
 
     def __init__(self, spec: dict):
         for name in spec["modules"]:
             importlib.import_module(name)
+        _check_forbidden(spec)
         self.env = gymnasium.make(spec["env_id"], **spec["kwargs"])
-        bad = sorted(m for m in spec["forbid_modules"] if m in sys.modules)
-        if bad:
+        try:
+            _check_forbidden(spec)
+        except RuntimeError:
             self.env.close()
-            raise RuntimeError(
-                f"the env process imported {', '.join(bad)} while building {spec['env_id']!r}; "
-                "MuJoCo's EGL renderer crashes next to TensorFlow/JAX, so the env's modules "
-                "must not import them")
+            raise
         self.policy = None
         if spec["policy"] is not None:
             self.policy = _resolve(spec["policy"])(env=self.env, **spec["policy_kwargs"])
@@ -247,6 +255,7 @@ class RemoteEnv(gymnasium.Env):
         if child_policy is None and child_policy_kwargs:
             raise ValueError("child_policy_kwargs given without child_policy")
         self.env_id = env_id
+        self.child_policy = child_policy
         self.timeout = float(timeout)
         self.poll_interval = float(poll_interval)
         self._closed = False
@@ -367,6 +376,8 @@ class RemoteEnv(gymnasium.Env):
             `(action, policy_seconds, (obs, reward, terminated, truncated, info))`, where
             `policy_seconds` is the time the policy took to choose the action.
         """
+        if self.child_policy is None:
+            raise RuntimeError("step_policy needs a child policy (RemoteEnv(child_policy=...))")
         (action, seconds), result = self._request("step_policy")
         return action, seconds, result
 
