@@ -11,8 +11,10 @@ training code. Typical use:
 from planning.api import PlanInputError, Planner
 from planning.cem import CEMConfig, CEMPlanner, PlanResult, project_l1_ball, sample_candidates
 from planning.energy import EnergyConfig, l1_energy, l2_energy, make_energy, step_distances
+from planning.evaluation import evaluate, wilson_interval
 from planning.mpc import MPC, MPCResult
 from planning.protocol import WorldModel
+from planning.remote_env import RemoteEnv, RemoteEnvError
 from planning.schedule import SubgoalSchedule
 
 __all__ = [
@@ -24,12 +26,16 @@ __all__ = [
     "PlanInputError",
     "PlanResult",
     "Planner",
+    "RemoteEnv",
+    "RemoteEnvError",
     "SubgoalSchedule",
     "WorldModel",
+    "evaluate",
     "l1_energy",
     "l2_energy",
     "make_energy",
     "project_l1_ball",
     "sample_candidates",
     "step_distances",
+    "wilson_interval",
 ]
