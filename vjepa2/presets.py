@@ -25,15 +25,15 @@ PRESETS = {
         dict(embed_dim=192, depth=6, num_heads=3, mlp_dim=768),
         dict(embed_dim=96, depth=4, num_heads=3, mlp_dim=384),
         "6-block ViT-Ti-width encoder (3.0M), a 4 x 96 predictor and a 4 x 192 action-conditioned "
-        "predictor (1.8M); for CPU tests and demos.",
-        dict(embed_dim=192, depth=4, num_heads=3, mlp_dim=768),
+        "predictor (1.8M, residual head); for CPU tests and demos.",
+        dict(embed_dim=192, depth=4, num_heads=3, mlp_dim=768, residual=True),
     ),
     "small": _preset(
         dict(embed_dim=384, depth=12, num_heads=6, mlp_dim=1536),
         dict(embed_dim=192, depth=6, num_heads=6, mlp_dim=768),
         "ViT-S/16 encoder (~22M), a 6 x 192 predictor and a 12 x 384 action-conditioned "
-        "predictor (~21M); CPU-trainable at small scale.",
-        dict(embed_dim=384, depth=12, num_heads=6, mlp_dim=1536),
+        "predictor (~21M, residual head); CPU-trainable at small scale.",
+        dict(embed_dim=384, depth=12, num_heads=6, mlp_dim=1536, residual=True),
     ),
     "large": _preset(
         dict(embed_dim=1024, depth=24, num_heads=16, mlp_dim=4096),

@@ -45,6 +45,10 @@ class ActionConditionedPredictor(PresetMixin, keras.Model):
         num_heads: attention heads (head dim >= 6 for 3D RoPE).
         mlp_dim: MLP hidden width.
         qkv_bias: query/key/value bias.
+        residual: the head predicts the change `z_{k+1} - z_k`, added to `z_k` (so an untrained
+            model copies the last frame, the baseline to beat). The reference predicts
+            `z_{k+1}` directly (False); small models trained on little data learn faster with
+            True.
 
     Call arguments:
         z: `(B, T, N, encoder_dim)` frame latents (each frame encoded alone, normalized).
@@ -70,7 +74,7 @@ class ActionConditionedPredictor(PresetMixin, keras.Model):
     preset_key = "ac_predictor"
 
     def __init__(self, encoder_dim=192, action_dim=7, state_dim=7, embed_dim=192, depth=6,
-                 num_heads=3, mlp_dim=768, qkv_bias=True, **kwargs):
+                 num_heads=3, mlp_dim=768, qkv_bias=True, residual=False, **kwargs):
         super().__init__(**kwargs)
         for name, value in (("encoder_dim", encoder_dim), ("action_dim", action_dim),
                             ("state_dim", state_dim), ("embed_dim", embed_dim),
@@ -88,6 +92,7 @@ class ActionConditionedPredictor(PresetMixin, keras.Model):
         self.num_heads = num_heads
         self.mlp_dim = mlp_dim
         self.qkv_bias = qkv_bias
+        self.residual = bool(residual)
         init = keras.initializers.TruncatedNormal(stddev=0.02)
         self.action_embed = keras.layers.Dense(embed_dim, name="action_embed",
                                                kernel_initializer=init)
@@ -217,11 +222,14 @@ class ActionConditionedPredictor(PresetMixin, keras.Model):
             new_cache.append((key, value))
         if not predict:
             return None, new_cache
-        return self._head(x, steps, tokens_per_step), new_cache
+        return self._head(x, z, steps, tokens_per_step), new_cache
 
-    def _head(self, x, steps, tokens_per_step):
+    def _head(self, x, z, steps, tokens_per_step):
         x = ops.reshape(x, (ops.shape(x)[0], steps, tokens_per_step, self.embed_dim))
-        return self.head(self.norm(x[:, :, 2:]))
+        out = self.head(self.norm(x[:, :, 2:]))
+        if self.residual:
+            out = ops.cast(z, out.dtype) + out
+        return out
 
     def call(self, z, actions, states, frame_grid=None):
         self._check(z, actions, states)
@@ -233,13 +241,14 @@ class ActionConditionedPredictor(PresetMixin, keras.Model):
         mask = block_causal_mask(steps, tokens_per_step)
         for block in self.blocks:
             x = block(x, rope=rope, attention_mask=mask)
-        return self._head(x, steps, tokens_per_step)
+        return self._head(x, z, steps, tokens_per_step)
 
     def get_config(self):
         config = super().get_config()
         config.update(encoder_dim=self.encoder_dim, action_dim=self.action_dim,
                       state_dim=self.state_dim, embed_dim=self.embed_dim, depth=self.depth,
-                      num_heads=self.num_heads, mlp_dim=self.mlp_dim, qkv_bias=self.qkv_bias)
+                      num_heads=self.num_heads, mlp_dim=self.mlp_dim, qkv_bias=self.qkv_bias,
+                      residual=self.residual)
         return config
 
 
