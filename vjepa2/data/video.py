@@ -744,7 +744,8 @@ def measure_throughput(dataset: tf.data.Dataset, batches: int, warmup: int = 1) 
     """Clips per second delivered by `dataset`, after `warmup` batches.
 
     Args:
-        dataset: A dataset of `(B, ...)` batches or `(video, label)` pairs.
+        dataset: A dataset of `(B, ...)` batches, `(video, label)` pairs, or dicts with a
+            `video` entry.
         batches: Batches to time (>= 1).
         warmup: Batches drawn first and not timed (pipeline start, autotuning).
 
@@ -765,5 +766,7 @@ def measure_throughput(dataset: tf.data.Dataset, batches: int, warmup: int = 1) 
     for _ in range(batches):
         batch = next(iterator)
         video = batch[0] if isinstance(batch, tuple) else batch
+        if isinstance(video, dict):
+            video = video["video"]
         clips += int(video.shape[0])
     return clips / (time.perf_counter() - begin)

@@ -70,7 +70,9 @@ class JEPAPretrainer(keras.Model):
                 model.build()
         self.teacher.trainable = False
         for target, source in zip(self.teacher.weights, self.encoder.weights):
-            target.assign(source)
+            # A copy: on JAX an assigned array would share (and be donated with) the student's
+            # buffer.
+            target.assign(ops.copy(source.value))
         self.built = True
 
     # ----------------------------------------------------------------------------- objective
