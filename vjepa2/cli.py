@@ -28,6 +28,15 @@ def _cmd_collect(args: argparse.Namespace) -> int:
     return collect_cli(args)
 
 
+def _cmd_make_videos(args: argparse.Namespace) -> int:
+    from vjepa2.data.synthetic import generate_videos
+
+    paths = generate_videos(args.out, args.count, frames=args.frames, size=args.size,
+                            fps=args.fps, seed=args.seed)
+    print(f"wrote {len(paths)} videos to {args.out}")
+    return 0
+
+
 def _cmd_pretrain(args: argparse.Namespace) -> int:
     from vjepa2.train.pretrain import pretrain_cli
 
@@ -79,6 +88,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_collect)
 
     p = sub.add_parser(
+        "make-videos",
+        help="generate mp4 videos of procedurally moving objects (built-in test data)",
+        description="Write procedurally generated videos (textured backgrounds, moving, "
+        "bouncing, spinning shapes with occlusions) that pretrain can read. Different seeds "
+        "give disjoint splits.",
+    )
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--count", type=_positive_int, default=200, help="number of videos")
+    p.add_argument("--frames", type=_positive_int, default=48, help="frames per video")
+    p.add_argument("--size", type=_positive_int, default=128, help="frame size in px")
+    p.add_argument("--fps", type=_positive_int, default=8, help="frame rate")
+    p.add_argument("--seed", type=int, default=0, help="split seed")
+    p.set_defaults(func=_cmd_make_videos)
+
+    p = sub.add_parser(
         "pretrain",
         help="self-supervised V-JEPA 2 pretraining of a video encoder on video files",
         description="Pretrain a video encoder with the V-JEPA 2 objective (predict the EMA "
@@ -114,9 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--workers", type=_positive_int, default=None,
                    help="parallel video decoders (default: CPU count)")
-    p.add_argument("--distribute", choices=["none", "mirrored", "data_parallel"], default="none",
-                   help="multi-device training: tf.distribute.MirroredStrategy (TensorFlow) or "
-                   "keras.distribution.DataParallel (JAX)")
+    p.add_argument("--distribute", choices=["none", "mirrored", "multi_worker", "data_parallel"],
+                   default="none",
+                   help="multi-device training: tf.distribute.MirroredStrategy (TensorFlow, one "
+                   "host), MultiWorkerMirroredStrategy (TensorFlow, hosts from TF_CONFIG) or "
+                   "keras.distribution.DataParallel (JAX, all devices of all processes)")
     p.add_argument("--precision", choices=["auto", "float32", "mixed_bfloat16"], default="auto",
                    help="auto: mixed_bfloat16 where a GPU is present, else float32")
     p.set_defaults(func=_cmd_pretrain)

@@ -97,3 +97,35 @@ class PeriodicCheckpoint(keras.callbacks.Callback):
         if self.step != self.last_saved and self._ok():
             self.save_fn(self.model, self.step)
             self.last_saved = self.step
+
+
+class ProgressPrinter(keras.callbacks.Callback):
+    """Progress lines for logs and pipes (where Keras' progress bar prints only at epoch end):
+    `step i/N  loss ...  s/step ...  eta ...`, at most every `seconds`, flushed."""
+
+    def __init__(self, total_steps, start_step=0, seconds=15.0, stream=None):
+        super().__init__()
+        self.total = int(total_steps)
+        self.step = int(start_step)
+        self.start_step = int(start_step)
+        self.seconds = float(seconds)
+        self.stream = stream
+        self._t0 = None
+        self._last = None
+
+    def on_train_begin(self, logs=None):
+        self._t0 = self._last = time.time()
+
+    def on_train_batch_end(self, batch, logs=None):
+        import sys
+
+        self.step += 1
+        now = time.time()
+        if now - self._last < self.seconds and self.step != self.total:
+            return
+        self._last = now
+        per_step = (now - self._t0) / max(self.step - self.start_step, 1)
+        eta = per_step * (self.total - self.step)
+        values = "  ".join(f"{k} {float(np.asarray(v)):.4g}" for k, v in (logs or {}).items())
+        print(f"step {self.step}/{self.total}  {values}  {per_step:.2f} s/step  "
+              f"eta {eta / 60:.1f} min", file=self.stream or sys.stdout, flush=True)

@@ -75,8 +75,9 @@ class PretrainConfig:
               f"clip_grad must be > 0; received {self.clip_grad}")
         check(self.checkpoint_every > 0,
               f"checkpoint_every must be > 0; received {self.checkpoint_every}")
-        check(self.distribute in ("none", "mirrored", "data_parallel"),
-              f"distribute must be none, mirrored or data_parallel; received {self.distribute!r}")
+        check(self.distribute in ("none", "mirrored", "multi_worker", "data_parallel"),
+              f"distribute must be none, mirrored, multi_worker or data_parallel; received "
+              f"{self.distribute!r}")
         check(self.precision in ("auto", "float32", "mixed_bfloat16"),
               f"precision must be auto, float32 or mixed_bfloat16; received {self.precision!r}")
         warmup, decay = self.resolved_schedule()
@@ -192,16 +193,21 @@ def _strategy_scope(distribute: str):
     if distribute == "none":
         return contextlib.nullcontext()
     backend = keras.backend.backend()
-    if distribute == "mirrored":
+    if distribute in ("mirrored", "multi_worker"):
         if backend != "tensorflow":
-            raise UsageError(f"--distribute mirrored needs the tensorflow backend; the active "
-                             f"backend is {backend} (use data_parallel with jax)")
+            raise UsageError(f"--distribute {distribute} needs the tensorflow backend; the "
+                             f"active backend is {backend} (use data_parallel with jax)")
         import tensorflow as tf
 
+        if distribute == "multi_worker":
+            # Hosts and this worker's index come from the TF_CONFIG environment variable.
+            return tf.distribute.MultiWorkerMirroredStrategy().scope()
         return tf.distribute.MirroredStrategy().scope()
     if backend != "jax":
         raise UsageError(f"--distribute data_parallel needs the jax backend; the active backend "
                          f"is {backend} (use mirrored with tensorflow)")
+    # Multi-host JAX: every process calls keras.distribution.initialize() (or
+    # jax.distributed.initialize) first; list_devices() then spans all hosts.
     keras.distribution.set_distribution(
         keras.distribution.DataParallel(devices=keras.distribution.list_devices()))
     return contextlib.nullcontext()
@@ -223,7 +229,8 @@ def pretrain(config: PretrainConfig, resume: bool = False, verbose: int = 1,
     import keras
 
     from vjepa2.data.video import list_videos
-    from vjepa2.train.callbacks import MetricsLogger, NaNGuard, PeriodicCheckpoint
+    from vjepa2.train.callbacks import (MetricsLogger, NaNGuard, PeriodicCheckpoint,
+                                        ProgressPrinter)
 
     list_videos(config.videos)  # a missing or empty source fails before anything is built
     manager, state = _check_run_folder(config, resume)
@@ -266,16 +273,20 @@ def pretrain(config: PretrainConfig, resume: bool = False, verbose: int = 1,
                  PeriodicCheckpoint(save, config.checkpoint_every, start_step, nan_guard)]
     if keras.backend.backend() == "tensorflow":
         callbacks.append(keras.callbacks.TensorBoard(str(out / "logs"), update_freq=10))
+    interactive = sys.stdout.isatty()
+    if verbose and not interactive:
+        callbacks.append(ProgressPrinter(config.steps, start_step))
     callbacks += list(extra_callbacks)
     if verbose:
         print(f"pretraining {config.preset} on {config.videos}: steps {start_step} -> "
               f"{config.steps}, batch {config.batch_size}, {config.frames}x{config.resolution}px "
-              f"@ {config.fps} fps, precision {precision}, backend {keras.backend.backend()}")
+              f"@ {config.fps} fps, precision {precision}, backend {keras.backend.backend()}",
+              flush=True)
     started = time.time()
     try:
         trainer.fit(dataset, epochs=1, steps_per_epoch=config.steps - start_step,
                     callbacks=callbacks,
-                    verbose=verbose if sys.stdout.isatty() else min(verbose, 2), shuffle=False)
+                    verbose=1 if verbose and interactive else 0, shuffle=False)
     finally:
         # Python calls in flight inside tf.data would deadlock the iterator's destructor.
         gate.close()
