@@ -25,31 +25,6 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def matmul_peak_gflops(size=2048, repeats=10):
-    """Best float32 matmul rate of the active Keras backend (GFLOP/s)."""
-    import keras
-    import numpy as np
-    from keras import ops
-
-    a = ops.convert_to_tensor(np.random.default_rng(0).normal(size=(size, size)), "float32")
-    b = ops.convert_to_tensor(np.random.default_rng(1).normal(size=(size, size)), "float32")
-    if keras.backend.backend() == "jax":
-        import jax
-
-        fn = jax.jit(lambda x, y: x @ y)
-        sync = lambda x: x.block_until_ready()  # noqa: E731
-    else:
-        fn = ops.matmul
-        sync = lambda x: np.asarray(x)  # noqa: E731
-    sync(fn(a, b))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        sync(fn(a, b))
-        times.append(time.perf_counter() - start)
-    return 2 * size ** 3 / min(times) / 1e9
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="tiny")
@@ -67,7 +42,7 @@ def main(argv=None):
 
     from vjepa2.data.synthetic import generate_videos
     from vjepa2.data.video import measure_throughput
-    from vjepa2.flops import pretrain_step_flops
+    from vjepa2.flops import matmul_peak_flops, pretrain_step_flops
     from vjepa2.presets import get_preset
     from vjepa2.train.pretrain import (PretrainConfig, build_trainer, make_mask_sampler,
                                        make_pretrain_dataset)
@@ -79,7 +54,7 @@ def main(argv=None):
     config = PretrainConfig(videos=videos, out=tempfile.mkdtemp(prefix="bench_run_"),
                             steps=1000, preset=args.preset, batch_size=args.batch_size,
                             frames=args.frames, resolution=args.resolution, precision="float32")
-    peak = matmul_peak_gflops()
+    peak = matmul_peak_flops(2048, "float32") / 1e9
 
     sampler = make_mask_sampler(config)
     dataset, _ = make_pretrain_dataset(config, sampler)

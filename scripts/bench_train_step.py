@@ -18,30 +18,6 @@ import sys
 import time
 
 
-def matmul_peak_tflops(dtype, size=8192, repeats=10):
-    import keras
-    import numpy as np
-    from keras import ops
-
-    a = ops.cast(ops.convert_to_tensor(np.random.default_rng(0).normal(size=(size, size))), dtype)
-    b = ops.cast(ops.convert_to_tensor(np.random.default_rng(1).normal(size=(size, size))), dtype)
-    if keras.backend.backend() == "jax":
-        import jax
-
-        fn = jax.jit(lambda x, y: x @ y)
-        sync = lambda x: x.block_until_ready()  # noqa: E731
-    else:
-        fn = ops.matmul
-        sync = lambda x: np.asarray(ops.cast(x[:1, :1], "float32"))  # noqa: E731
-    sync(fn(a, b))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        sync(fn(a, b))
-        times.append(time.perf_counter() - start)
-    return 2 * size ** 3 / min(times) / 1e12
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="tiny")
@@ -57,13 +33,13 @@ def main(argv=None):
     import keras
     import numpy as np
 
-    from vjepa2.flops import pretrain_step_flops
+    from vjepa2.flops import matmul_peak_flops, pretrain_step_flops
     from vjepa2.presets import get_preset
     from vjepa2.train.pretrain import PretrainConfig, build_trainer, make_mask_sampler
 
     keras.mixed_precision.set_global_policy(args.precision)
     compute_dtype = "bfloat16" if args.precision == "mixed_bfloat16" else "float32"
-    peak = matmul_peak_tflops(compute_dtype, size=args.matmul_size)
+    peak = matmul_peak_flops(args.matmul_size, compute_dtype) / 1e12
     config = PretrainConfig(videos="unused", out="unused", steps=1000, preset=args.preset,
                             batch_size=args.batch_size, frames=args.frames,
                             resolution=args.resolution, precision=args.precision)

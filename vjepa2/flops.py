@@ -36,3 +36,36 @@ def pretrain_step_flops(encoder: dict, predictor: dict, batch: int, tokens: int,
         total += 3 * encoder_flops(ctx, **encoder)
         total += 3 * predictor_flops(ctx, tgt, **predictor)
     return batch * total
+
+
+def matmul_peak_flops(size: int = 2048, dtype: str = "float32", repeats: int = 10) -> float:
+    """The best dense matmul rate (FLOP/s) of the active Keras backend on this machine, in
+    `dtype`: the reference the benchmarks compare achieved FLOP/s with."""
+    import time
+
+    import keras
+    import numpy as np
+    from keras import ops
+
+    rng = np.random.default_rng(0)
+    a = ops.cast(ops.convert_to_tensor(rng.normal(size=(size, size)), "float32"), dtype)
+    b = ops.cast(ops.convert_to_tensor(rng.normal(size=(size, size)), "float32"), dtype)
+    if keras.backend.backend() == "jax":
+        import jax
+
+        fn = jax.jit(lambda x, y: x @ y)
+
+        def sync(x):
+            return x.block_until_ready()
+    else:
+        fn = ops.matmul
+
+        def sync(x):
+            return np.asarray(ops.cast(x[:1, :1], "float32"))
+    sync(fn(a, b))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        sync(fn(a, b))
+        times.append(time.perf_counter() - start)
+    return 2 * size ** 3 / min(times)
