@@ -114,7 +114,7 @@ def test_remote_env_crash_is_a_clear_error():
     t0 = time.perf_counter()
     with pytest.raises(RemoteEnvError, match="killed by signal SIGKILL during step"):
         env.step(np.zeros(4))
-    assert time.perf_counter() - t0 < 5  # a clear error, never a hang
+    assert time.perf_counter() - t0 < 10  # a clear error, never a hang
     env.close()  # closing a dead env is fine
 
 
@@ -192,7 +192,7 @@ def check_outputs(out, episodes, videos):
     return results, records
 
 
-def test_random_and_expert_baselines_and_resume(tmp_path, capsys):
+def test_random_and_expert_baselines_and_resume(tmp_path, capsys, monkeypatch):
     out = tmp_path / "random"
     results = evaluate("reach", 2, out, policy="random", max_steps=8, videos=1, seed=5,
                        image_size=SIZE)
@@ -212,10 +212,13 @@ def test_random_and_expert_baselines_and_resume(tmp_path, capsys):
     assert resumed[:2] == records  # untouched
     assert resumed[2]["seed"] == 7 and resumed[2]["index"] == 2
     # Nothing left to do: no env is started, the results stand.
-    t0 = time.perf_counter()
+    def no_env(*args, **kwargs):
+        raise AssertionError("an env was started with every episode finished")
+
+    monkeypatch.setattr(evaluation, "RemoteEnv", no_env)
     assert evaluate("reach", 3, out, policy="random", max_steps=8, videos=1, seed=5,
                     image_size=SIZE, progress=False)["episodes"] == 3
-    assert time.perf_counter() - t0 < 2
+    monkeypatch.undo()
     with pytest.raises(UsageError, match="holds an evaluation with max_steps=8"):
         evaluate("reach", 3, out, policy="random", max_steps=9, seed=5, image_size=SIZE)
 
