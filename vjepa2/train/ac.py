@@ -90,9 +90,13 @@ class ACTrainer(keras.Model):
 
     def _logs(self, loss, aux, step):
         logs = {"loss": loss, **aux}
-        lr = self.optimizer.learning_rate
+        # The schedule itself, evaluated at the step being taken: the `learning_rate` property
+        # reads the optimizer's iteration variable, which a JAX stateless step must not touch.
+        lr = getattr(self.optimizer, "_learning_rate", None)
         if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
             lr = lr(step)
+        else:
+            lr = self.optimizer.learning_rate
         logs["lr"] = ops.cast(lr, "float32")
         return logs
 
