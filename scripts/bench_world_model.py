@@ -83,10 +83,12 @@ def main(argv=None):
     if args.context > 1:
         context_actions = ops.convert_to_tensor(
             rng.normal(size=(1, args.context - 1, model.action_dim)), "float32")
-    cached = compile_function(lambda z, s, a, c: model.rollout(z, s, a, c), args.jit)
-    naive = compile_function(lambda z, s, a, c: model.rollout_recompute(z, s, a, c), args.jit)
     rows = []
     for horizon in args.horizons:
+        # One compiled function per horizon, as the planner has (shapes fixed per config).
+        cached = compile_function(lambda z, s, a, c: model.rollout(z, s, a, c), args.jit)
+        naive = compile_function(lambda z, s, a, c: model.rollout_recompute(z, s, a, c),
+                                 args.jit)
         actions = ops.convert_to_tensor(
             rng.uniform(-1, 1, (args.candidates, horizon, model.action_dim)), "float32")
         inputs = (z, states, actions, context_actions)

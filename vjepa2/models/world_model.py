@@ -263,6 +263,10 @@ class WorldModel:
             raise ValueError("z_context must be (1 or B, Tc, N, D); received shape "
                              f"{tuple(z_context.shape)}")
         steps = z_context.shape[1]
+        if steps is None or actions.shape[1] is None:
+            raise ValueError("the context length Tc and the horizon H must be static (known when "
+                             "tracing); received shapes "
+                             f"{tuple(z_context.shape)} and {tuple(actions.shape)}")
         if len(states.shape) != 3 or states.shape[1] != steps or \
                 states.shape[2] != self.state_dim:
             raise ValueError(f"states must be (1 or B, {steps}, {self.state_dim}); received "
