@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from tests.helpers import MICRO_OVERRIDES, assert_saved_model_equal, micro_encoder
+from tests.helpers import assert_saved_model_equal, micro_encoder
 from vjepa2.data import rlds
 from vjepa2.errors import UsageError
 from vjepa2.models import ActionConditionedPredictor
@@ -105,7 +105,7 @@ def _world_model(depth=2):
 
 def test_changing_step_t_changes_no_prediction_for_earlier_steps():
     keras.utils.set_random_seed(0)
-    predictor = _micro_predictor(depth=2)
+    predictor = _micro_predictor(depth=2, residual=False)  # the reference's direct head
     z, actions, states = _inputs()
     base = np.asarray(predictor(z, actions, states))
     assert base.shape == z.shape
@@ -231,6 +231,10 @@ class _Interrupt(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
+def _metrics(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
 def _encoder_weights(folder):
     from vjepa2.models import VideoEncoder
 
@@ -270,8 +274,7 @@ def test_finetune_keeps_the_encoder_and_resumes_exactly(logs, encoder_dir, tmp_p
     assert int(a.optimizer.iterations) == int(b.optimizer.iterations) == 4
     for x, y in zip(a.weights + a.optimizer.variables, b.weights + b.optimizer.variables):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7)
-    lines = lambda run: [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]  # noqa: E731,E501
-    whole_log, split_log = lines(tmp_path / "whole"), lines(tmp_path / "split")
+    whole_log, split_log = _metrics(tmp_path / "whole"), _metrics(tmp_path / "split")
     assert [r["step"] for r in split_log] == [1, 2, 3, 4]
     assert {"loss", "loss_tf", "loss_rollout", "lr", "latent_std"} <= set(whole_log[0])
     np.testing.assert_allclose([r["loss"] for r in split_log], [r["loss"] for r in whole_log],
@@ -290,8 +293,7 @@ def test_actions_change_predictions_after_a_short_fit(logs, encoder_dir, tmp_pat
     config = _config(logs, encoder_dir, tmp_path / "fit", steps=40, batch_size=8, lr=3e-3,
                      start_lr=3e-3, warmup_steps=0, decay_steps=0, checkpoint_every=40)
     finetune_ac(config, verbose=0, predictor_overrides=MICRO_AC)
-    losses = [json.loads(x)["loss"] for x in
-              (tmp_path / "fit" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in _metrics(tmp_path / "fit")]
     assert np.mean(losses[-5:]) < np.mean(losses[:5])
     model = load_world_model(tmp_path / "fit")
     batch = next(iter(rlds.make_clip_dataset(logs, clip_length=2, batch_size=16,

@@ -193,12 +193,13 @@ def make_conventions(config: FinetuneACConfig, keymap, overrides: dict, action_d
         overrides["action_low"] = tuple(-v for v in overrides["action_high"])
     keymap_json = {k: (list(v) if isinstance(v, tuple) else v)
                    for k, v in dataclasses.asdict(keymap).items()}
+    summed = ("all but the last" if keymap.delta_action_dims is None
+              else str(list(keymap.delta_action_dims)))
     return WorldModelConventions(
         action_dim=action_dim, state_dim=state_dim, image_size=image_size,
         frame_stride=config.frame_stride,
         action=f"{action_text}; summed over {config.frame_stride} env step(s) on the delta dims "
-        f"{list(keymap.delta_action_dims) if keymap.delta_action_dims is not None else 'all but the last'}, "  # noqa: E501
-        "averaged on the others; unnormalized",
+        f"({summed}), averaged on the others; unnormalized",
         state=state_text, keymap=keymap_json, **overrides)
 
 
