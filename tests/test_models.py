@@ -1,4 +1,5 @@
 """VideoEncoder, MaskedPredictor and presets."""
+import keras
 import numpy as np
 import pytest
 
@@ -27,6 +28,7 @@ def test_encoder_context_tokens_keep_true_positions():
 
 
 def test_predictor_returns_exactly_the_target_positions():
+    keras.utils.set_random_seed(0)
     encoder, predictor = micro_encoder(), micro_predictor()
     video = random_video(2, 4, 64)
     context_ids = np.array([[0, 1, 2, 3, 4, 5], [10, 11, 12, 13, 14, 15]], "int32")
@@ -45,7 +47,7 @@ def test_predictor_returns_exactly_the_target_positions():
     for block in predictor.blocks:
         block.attn.qkv.kernel.assign(np.asarray(block.attn.qkv.kernel) * 50.0)
     out = np.asarray(predictor(context, context_ids, target_ids, grid=(2, 4, 4)))
-    assert np.abs(out[0, 0] - out[0, 1]).max() > 1e-2
+    assert np.abs(out[0, 0] - out[0, 1]).max() > 1e-3  # without RoPE: equal to ~1e-7
 
 
 def test_predictor_mask_tokens_start_at_zero_and_index_is_checked():
