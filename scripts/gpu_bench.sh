@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One GPU benchmark session (JAX backend, no TensorFlow needed): pretraining steps for the tiny
-# and ViT-L presets in bf16, and world-model rollout throughput. Results land in $OUT (or ./out).
+# and ViT-L presets in bf16, world-model rollout throughput and planning seconds per action.
+# Results land in $OUT (or ./out). SKIP_TRAIN=1 skips the training steps.
 #   KERAS_BACKEND=jax bash scripts/gpu_bench.sh
 set -uo pipefail
 OUT=${OUT:-out}
@@ -9,12 +10,16 @@ export KERAS_BACKEND=jax PYTHONUNBUFFERED=1 PYTHONPATH="${PYTHONPATH:-}:$PWD"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import jax, keras; print('jax', jax.__version__, 'keras', keras.__version__, jax.devices())" | tee -a "$OUT/gpu.txt"
 run() { echo "== $*"; timeout "${STEP_TIMEOUT:-200}" python3 "$@" 2>&1 | grep -v -E "^(WARNING|I0000|E0000)" | tail -5; }
+if [ -z "${SKIP_TRAIN:-}" ]; then
 run scripts/bench_train_step.py --preset large --resolution 256 --frames 16 --batch-size 8 \
     --steps 8 --precision mixed_bfloat16 --matmul-size 8192 --json "$OUT/train_large.json"
 run scripts/bench_train_step.py --preset tiny --resolution 128 --frames 8 --batch-size 64 \
     --steps 8 --precision mixed_bfloat16 --matmul-size 8192 --json "$OUT/train_tiny.json"
+fi
 run scripts/bench_world_model.py --image-size 128 --candidates 256 --context 1 --repeats 10 \
     --out "$OUT/world_model.json"
-if [ -f scripts/bench_plan.py ]; then
-  run scripts/bench_plan.py --quick --out "$OUT/plan.json"
-fi
+run scripts/bench_plan.py --quick --out "$OUT/plan.json"
+# The reference planner's budget (800 samples, 10 iterations, horizon 1) with a ViT-L encoder and
+# the reference-size (24 x 1024) AC predictor on 256 px frames, float32.
+run scripts/bench_plan.py --preset large --image-size 256 --frame-size 256 --budgets 800,10,1 \
+    --samples --horizons --skip-comparison --repeats 3 --out "$OUT/plan_large.json"
