@@ -10,19 +10,19 @@ The predictor is trained with two L1 terms of equal weight:
   (true states and actions) and step 2 is predicted from it, with the gradient flowing through
   that recurrent step; the loss covers the predictions of steps 1 and 2.
 
-`train_step` is written once per backend (TensorFlow: GradientTape; JAX: a pure function of the
-state), around one backend-agnostic loss in keras.ops, as in `vjepa2.train.jepa`.
+The per-backend train steps come from `BackendTrainer` (the frozen encoder's weights are its
+untouched non-trainable state).
 """
 from __future__ import annotations
 
-import keras
 from keras import ops
 
 from vjepa2.models.world_model import encode_frames
 from vjepa2.train.jepa import feature_std
+from vjepa2.train.trainer import BackendTrainer
 
 
-class ACTrainer(keras.Model):
+class ACTrainer(BackendTrainer):
     """Frozen encoder + action-conditioned predictor, trained with the V-JEPA 2-AC losses.
 
     Args:
@@ -38,14 +38,13 @@ class ACTrainer(keras.Model):
 
     def __init__(self, encoder, predictor, frame_normalization="imagenet", clip_grad=None,
                  **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(clip_grad=clip_grad, **kwargs)
         if predictor.encoder_dim != encoder.embed_dim:
             raise ValueError(f"predictor encoder_dim must equal the encoder width; received "
                              f"{predictor.encoder_dim} and {encoder.embed_dim}")
         self.encoder = encoder
         self.predictor = predictor
         self.frame_normalization = frame_normalization
-        self.clip_grad = clip_grad
 
     def build(self, input_shape=None):
         for model in (self.encoder, self.predictor):
@@ -85,68 +84,5 @@ class ACTrainer(keras.Model):
         return loss, {"loss_tf": loss_tf, "loss_rollout": loss_rollout,
                       "latent_std": feature_std(z)}
 
-    def call(self, data, training=False):
-        return self.compute_ac_loss(data, training=training)[0]
-
-    def _logs(self, loss, aux, step):
-        logs = {"loss": loss, **aux}
-        # The schedule itself, evaluated at the step being taken: the `learning_rate` property
-        # reads the optimizer's iteration variable, which a JAX stateless step must not touch.
-        lr = getattr(self.optimizer, "_learning_rate", None)
-        if isinstance(lr, keras.optimizers.schedules.LearningRateSchedule):
-            lr = lr(step)
-        else:
-            lr = self.optimizer.learning_rate
-        logs["lr"] = ops.cast(lr, "float32")
-        return logs
-
-    # ----------------------------------------------------------------------------- TensorFlow
-    def _tf_train_step(self, data):
-        import tensorflow as tf
-
-        step = self.optimizer.iterations
-        with tf.GradientTape() as tape:
-            loss, aux = self.compute_ac_loss(data, training=True)
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            scaled = self.optimizer.scale_loss(loss / float(replicas))
-        variables = self.trainable_variables
-        grads = tape.gradient(scaled, variables)
-        if self.clip_grad:
-            grads, _ = tf.clip_by_global_norm(grads, self.clip_grad)
-        self.optimizer.apply(grads, variables)
-        return self._logs(loss, aux, step)
-
-    # ----------------------------------------------------------------------------- JAX
-    def _jax_train_step(self, state, data):
-        import jax
-
-        trainable, non_trainable, optimizer_vars, metrics_vars = state
-        iteration_index = next(i for i, v in enumerate(self.optimizer.variables)
-                               if v is self.optimizer.iterations)
-        step = optimizer_vars[iteration_index]
-
-        def loss_fn(trainable_values):
-            mapping = list(zip(self.trainable_variables, trainable_values)) + \
-                list(zip(self.non_trainable_variables, non_trainable))
-            with keras.StatelessScope(state_mapping=mapping):
-                return self.compute_ac_loss(data, training=True)
-
-        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
-        if self.clip_grad:
-            norm = jax.numpy.sqrt(sum(jax.numpy.sum(jax.numpy.square(g)) for g in grads))
-            scale = jax.numpy.minimum(1.0, self.clip_grad / (norm + 1e-6))
-            grads = [g * scale for g in grads]
-        trainable, optimizer_vars = self.optimizer.stateless_apply(optimizer_vars, grads,
-                                                                   trainable)
-        # The frozen encoder's weights are the non-trainable state: returned untouched.
-        logs = self._logs(loss, aux, step)
-        return logs, (trainable, non_trainable, optimizer_vars, metrics_vars)
-
-    def train_step(self, *args):
-        backend = keras.backend.backend()
-        if backend == "tensorflow":
-            return self._tf_train_step(*args)
-        if backend == "jax":
-            return self._jax_train_step(*args)
-        raise NotImplementedError(f"ACTrainer has train steps for the tensorflow and jax "
-                                  f"backends; the active backend is {backend}")
+    def compute_objective(self, data, training=True):
+        return self.compute_ac_loss(data, training=training)

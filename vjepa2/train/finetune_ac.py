@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from vjepa2.errors import UsageError
+from vjepa2.train.config import TrainingConfigMixin, check
 from vjepa2.train.run_folder import CONFIG_FILE, check_run_folder, resolve_precision
 
 KEYMAPS = ("default", "droid")
@@ -33,7 +34,7 @@ _FETCH_CONVENTIONS = dict(
 
 
 @dataclasses.dataclass(frozen=True)
-class FinetuneACConfig:
+class FinetuneACConfig(TrainingConfigMixin):
     """Everything a fine-tuning run depends on; stored in the run folder.
 
     `warmup_steps` and `decay_steps` of None default to 10% and 20% of `steps`.
@@ -61,45 +62,15 @@ class FinetuneACConfig:
     precision: str = "auto"
 
     def __post_init__(self):
-        def check(condition, message):
-            if not condition:
-                raise UsageError(message)
-
-        check(self.steps > 0, f"steps must be > 0; received {self.steps}")
-        check(self.batch_size > 0, f"batch size must be > 0; received {self.batch_size}")
+        self.check_training_fields()
         check(self.clip_length >= 3,
               f"clip length must be >= 3 (the 2-step rollout loss needs 3 frames); received "
               f"{self.clip_length}")
         check(self.frame_stride >= 1, f"frame stride must be >= 1; received {self.frame_stride}")
         check(self.image_size is None or (self.image_size >= 16 and self.image_size % 16 == 0),
               f"image size must be a multiple of 16; received {self.image_size}")
-        check(self.lr > 0 and self.start_lr >= 0 and self.final_lr >= 0,
-              f"learning rates must be positive; received lr={self.lr}, "
-              f"start_lr={self.start_lr}, final_lr={self.final_lr}")
-        check(self.weight_decay >= 0, f"weight decay must be >= 0; received {self.weight_decay}")
-        check(self.clip_grad is None or self.clip_grad > 0,
-              f"clip_grad must be > 0; received {self.clip_grad}")
-        check(self.checkpoint_every > 0,
-              f"checkpoint_every must be > 0; received {self.checkpoint_every}")
-        check(self.precision in ("auto", "float32", "mixed_bfloat16"),
-              f"precision must be auto, float32 or mixed_bfloat16; received {self.precision!r}")
         check(self.keymap in KEYMAPS or self.keymap.endswith(".json"),
               f"keymap must be 'default', 'droid' or a .json file; received {self.keymap!r}")
-        warmup, decay = self.resolved_schedule()
-        check(warmup + decay <= self.steps,
-              f"warmup_steps + decay_steps must be <= steps; received {warmup} + {decay} > "
-              f"{self.steps}")
-
-    def resolved_schedule(self) -> tuple[int, int]:
-        warmup = self.warmup_steps if self.warmup_steps is not None else self.steps // 10
-        decay = self.decay_steps if self.decay_steps is not None else self.steps // 5
-        if warmup < 0 or decay < 0:
-            raise UsageError(f"warmup_steps and decay_steps must be >= 0; received "
-                             f"{warmup}, {decay}")
-        return warmup, decay
-
-    def to_json(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 # ----------------------------------------------------------------------------------- inputs

@@ -6,18 +6,18 @@ after a non-affine LayerNorm, are the regression targets. L1 loss over the targe
 mask sets averaged. No gradient reaches the teacher: it is updated only by the EMA after each
 optimizer step.
 
-`train_step` is written once per backend (TensorFlow: GradientTape, works under
-`tf.distribute` strategies; JAX: a pure function of the state, works under
-`keras.distribution`), around one backend-agnostic loss in keras.ops.
+The per-backend train steps come from `BackendTrainer`; this objective adds the EMA update of
+the teacher after each optimizer step (TensorFlow: in cross-replica context under a strategy;
+JAX: on the functional state).
 """
 from __future__ import annotations
 
-import keras
 from keras import ops
 
 from vjepa2.models.video_encoder import VideoEncoder
 from vjepa2.models.world_model import layer_norm_no_affine  # noqa: F401 (re-exported)
 from vjepa2.train.schedules import linear_momentum
+from vjepa2.train.trainer import BackendTrainer
 
 
 def feature_std(tokens):
@@ -30,7 +30,7 @@ def feature_std(tokens):
     return ops.mean(ops.std(flat, axis=0))
 
 
-class JEPAPretrainer(keras.Model):
+class JEPAPretrainer(BackendTrainer):
     """Student encoder + predictor + EMA teacher, trained with the V-JEPA 2 objective.
 
     Args:
@@ -48,7 +48,7 @@ class JEPAPretrainer(keras.Model):
 
     def __init__(self, encoder, predictor, num_mask_sets=2, ema_start=0.99925, ema_end=0.99925,
                  total_steps=1, clip_grad=None, **kwargs):
-        super().__init__(**kwargs)
+        super().__init__(clip_grad=clip_grad, **kwargs)
         if predictor.num_mask_tokens < num_mask_sets:
             raise ValueError(f"predictor has {predictor.num_mask_tokens} mask tokens for "
                              f"{num_mask_sets} mask sets")
@@ -62,7 +62,6 @@ class JEPAPretrainer(keras.Model):
         self.ema_start = float(ema_start)
         self.ema_end = float(ema_end)
         self.total_steps = int(total_steps)
-        self.clip_grad = clip_grad
 
     def build(self, input_shape=None):
         for model in (self.encoder, self.predictor, self.teacher):
@@ -98,23 +97,14 @@ class JEPAPretrainer(keras.Model):
         aux["teacher_std"] = feature_std(teacher_tokens)
         return loss, aux
 
-    def call(self, data, training=False):
-        return self.compute_jepa_loss(data, training=training)[0]
+    def compute_objective(self, data, training=True):
+        return self.compute_jepa_loss(data, training=training)
 
     def momentum_at(self, step):
         return linear_momentum(step, self.ema_start, self.ema_end, self.total_steps)
 
-    def _logs(self, loss, aux, step):
-        logs = {"loss": loss, **aux}
-        # The raw schedule, evaluated at the traced step: on JAX the optimizer's variables are
-        # not readable inside the train step (their values live in the functional state).
-        schedule = self.optimizer._learning_rate
-        if isinstance(schedule, keras.optimizers.schedules.LearningRateSchedule):
-            logs["lr"] = ops.cast(schedule(step), "float32")
-        elif isinstance(schedule, (int, float)):
-            logs["lr"] = ops.cast(schedule, "float32")
-        logs["ema"] = ops.cast(self.momentum_at(step), "float32")
-        return logs
+    def extra_logs(self, step):
+        return {"ema": ops.cast(self.momentum_at(step), "float32")}
 
     def _student_teacher_pairs(self):
         pairs = list(zip(self.teacher.weights, self.encoder.weights))
@@ -124,23 +114,8 @@ class JEPAPretrainer(keras.Model):
         return pairs
 
     # ----------------------------------------------------------------------------- TensorFlow
-    def _tf_train_step(self, data):
-        import tensorflow as tf
-
-        step = self.optimizer.iterations  # the step being taken, before increment
-        with tf.GradientTape() as tape:
-            loss, aux = self.compute_jepa_loss(data, training=True)
-            # Gradients are summed across replicas by the optimizer: scale to the global mean.
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            scaled = loss / float(replicas)
-            scaled = self.optimizer.scale_loss(scaled)
-        variables = self.trainable_variables
-        grads = tape.gradient(scaled, variables)
-        if self.clip_grad:
-            grads, _ = tf.clip_by_global_norm(grads, self.clip_grad)
-        self.optimizer.apply(grads, variables)
+    def after_update_tf(self, step):
         self._tf_ema_update(self.momentum_at(step))
-        return self._logs(loss, aux, step)
 
     def _tf_ema_update(self, momentum):
         import tensorflow as tf
@@ -166,32 +141,10 @@ class JEPAPretrainer(keras.Model):
                 assign(var, value, momentum)
 
     # ----------------------------------------------------------------------------- JAX
-    def _jax_train_step(self, state, data):
-        import jax
-
-        trainable, non_trainable, optimizer_vars, metrics_vars = state
-        iteration_index = next(i for i, v in enumerate(self.optimizer.variables)
-                               if v is self.optimizer.iterations)
-        step = optimizer_vars[iteration_index]
-
-        def loss_fn(trainable_values):
-            mapping = list(zip(self.trainable_variables, trainable_values)) + \
-                list(zip(self.non_trainable_variables, non_trainable))
-            with keras.StatelessScope(state_mapping=mapping):
-                loss, aux = self.compute_jepa_loss(data, training=True)
-            return loss, aux
-
-        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable)
-        if self.clip_grad:
-            norm = jax.numpy.sqrt(sum(jax.numpy.sum(jax.numpy.square(g)) for g in grads))
-            scale = jax.numpy.minimum(1.0, self.clip_grad / (norm + 1e-6))
-            grads = [g * scale for g in grads]
-        trainable, optimizer_vars = self.optimizer.stateless_apply(optimizer_vars, grads,
-                                                                   trainable)
+    def after_update_jax(self, trainable, non_trainable, step):
         momentum = self.momentum_at(step)
         index_of = {id(v): i for i, v in enumerate(self.non_trainable_variables)}
         train_index = {id(v): i for i, v in enumerate(self.trainable_variables)}
-        non_trainable = list(non_trainable)
         for target, source in self._student_teacher_pairs():
             ti = index_of[id(target)]
             if id(source) in train_index:
@@ -199,18 +152,4 @@ class JEPAPretrainer(keras.Model):
             else:
                 value = non_trainable[index_of[id(source)]]
             non_trainable[ti] = momentum * non_trainable[ti] + (1.0 - momentum) * value
-        logs = self._logs(loss, aux, step)
-        return logs, (trainable, non_trainable, optimizer_vars, metrics_vars)
-
-    def train_step(self, *args):
-        backend = keras.backend.backend()
-        args = list(args)
-        # Array adapters yield (x,) tuples; datasets of dicts yield the dict itself.
-        if isinstance(args[-1], (tuple, list)):
-            args[-1] = args[-1][0]
-        if backend == "tensorflow":
-            return self._tf_train_step(*args)
-        if backend == "jax":
-            return self._jax_train_step(*args)
-        raise NotImplementedError(f"JEPAPretrainer has train steps for the tensorflow and jax "
-                                  f"backends; the active backend is {backend}")
+        return non_trainable

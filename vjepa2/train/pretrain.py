@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from vjepa2.errors import UsageError
+from vjepa2.train.config import TrainingConfigMixin, check
 from vjepa2.train.run_folder import CONFIG_FILE, check_run_folder, resolve_precision
 
 __all__ = ["PretrainConfig", "build_trainer", "make_mask_sampler", "make_pretrain_dataset",
@@ -25,7 +26,7 @@ __all__ = ["PretrainConfig", "build_trainer", "make_mask_sampler", "make_pretrai
 
 
 @dataclasses.dataclass(frozen=True)
-class PretrainConfig:
+class PretrainConfig(TrainingConfigMixin):
     """Everything a pretraining run depends on; stored in the run folder.
 
     `warmup_steps` and `decay_steps` of None default to 10% and 20% of `steps`
@@ -55,46 +56,17 @@ class PretrainConfig:
     precision: str = "auto"
 
     def __post_init__(self):
-        def check(condition, message):
-            if not condition:
-                raise UsageError(message)
-
-        check(self.steps > 0, f"steps must be > 0; received {self.steps}")
-        check(self.batch_size > 0, f"batch size must be > 0; received {self.batch_size}")
+        self.check_training_fields()
         check(self.frames >= 2 and self.frames % 2 == 0,
               f"frames must be an even number >= 2 (tubelets of 2); received {self.frames}")
         check(self.resolution >= 16 and self.resolution % 16 == 0,
               f"resolution must be a multiple of 16; received {self.resolution}")
         check(self.fps > 0, f"fps must be > 0; received {self.fps}")
-        check(self.lr > 0 and self.start_lr >= 0 and self.final_lr >= 0,
-              f"learning rates must be positive; received lr={self.lr}, "
-              f"start_lr={self.start_lr}, final_lr={self.final_lr}")
         check(all(0.0 <= m <= 1.0 for m in self.ema),
               f"ema momentum must be in [0, 1]; received {tuple(self.ema)}")
-        check(self.clip_grad is None or self.clip_grad > 0,
-              f"clip_grad must be > 0; received {self.clip_grad}")
-        check(self.checkpoint_every > 0,
-              f"checkpoint_every must be > 0; received {self.checkpoint_every}")
         check(self.distribute in ("none", "mirrored", "multi_worker", "data_parallel"),
               f"distribute must be none, mirrored, multi_worker or data_parallel; received "
               f"{self.distribute!r}")
-        check(self.precision in ("auto", "float32", "mixed_bfloat16"),
-              f"precision must be auto, float32 or mixed_bfloat16; received {self.precision!r}")
-        warmup, decay = self.resolved_schedule()
-        check(warmup + decay <= self.steps,
-              f"warmup_steps + decay_steps must be <= steps; received {warmup} + {decay} > "
-              f"{self.steps}")
-
-    def resolved_schedule(self) -> tuple[int, int]:
-        warmup = self.warmup_steps if self.warmup_steps is not None else self.steps // 10
-        decay = self.decay_steps if self.decay_steps is not None else self.steps // 5
-        if warmup < 0 or decay < 0:
-            raise UsageError(f"warmup_steps and decay_steps must be >= 0; received "
-                             f"{warmup}, {decay}")
-        return warmup, decay
-
-    def to_json(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 def build_trainer(config: PretrainConfig, preset_overrides: dict | None = None):
