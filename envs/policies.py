@@ -26,6 +26,8 @@ for _ in range(50):
 """
 from __future__ import annotations
 
+import abc
+
 import numpy as np
 
 from envs import tasks as tasks_lib
@@ -42,7 +44,7 @@ def _toward(current, target, max_speed=1.0) -> np.ndarray:
     return np.clip((np.asarray(target) - np.asarray(current)) / STEP_METRES, -max_speed, max_speed)
 
 
-class ScriptedPolicy:
+class ScriptedPolicy(abc.ABC):
     """Base class: holds the env, the noise level and the policy's own random generator.
 
     Args:
@@ -71,9 +73,9 @@ class ScriptedPolicy:
         xyz = np.asarray(xyz, np.float64) + self.rng.normal(0.0, noise, size=3)
         return np.clip(np.array([*xyz, grip], np.float32), -1.0, 1.0)
 
+    @abc.abstractmethod
     def act(self, s: dict) -> tuple[np.ndarray, float]:
         """Returns the clean (xyz action, gripper command) for privileged state `s`."""
-        raise NotImplementedError
 
 
 class ReachExpert(ScriptedPolicy):
