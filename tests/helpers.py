@@ -1,6 +1,7 @@
 """Shared helpers for model and training tests: micro configs, serialization round trips."""
 from __future__ import annotations
 
+import keras
 import numpy as np
 
 # A model small enough that tracing and stepping take seconds on 2 CPU cores; head dims >= 6
@@ -40,3 +41,16 @@ def assert_saved_model_equal(model, inputs, tmp_path, call=None):
 def random_video(batch=2, frames=4, size=64, seed=0):
     return np.random.default_rng(seed).normal(size=(batch, frames, size, size, 3)).astype(
         "float32")
+
+
+
+class InterruptAt(keras.callbacks.Callback):
+    """Raises KeyboardInterrupt after batch `at_batch` (1-based): a simulated Ctrl-C."""
+
+    def __init__(self, at_batch):
+        super().__init__()
+        self.at_batch = at_batch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch + 1 == self.at_batch:
+            raise KeyboardInterrupt

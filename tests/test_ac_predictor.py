@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from tests.helpers import assert_saved_model_equal, micro_encoder
+from tests.helpers import InterruptAt, assert_saved_model_equal, micro_encoder
 from vjepa2.data import rlds
 from vjepa2.errors import UsageError
 from vjepa2.models import ActionConditionedPredictor
@@ -221,16 +221,6 @@ def test_world_model_satisfies_the_planner_protocol_and_plans():
 # ---------------------------------------------------------------------------------- fine-tuning
 
 
-class _Interrupt(keras.callbacks.Callback):
-    def __init__(self, at_batch):
-        super().__init__()
-        self.at_batch = at_batch
-
-    def on_train_batch_end(self, batch, logs=None):
-        if batch + 1 == self.at_batch:
-            raise KeyboardInterrupt
-
-
 def _metrics(run):
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
@@ -253,7 +243,7 @@ def test_finetune_keeps_the_encoder_and_resumes_exactly(logs, encoder_dir, tmp_p
     split = _config(logs, encoder_dir, tmp_path / "split")
     with pytest.raises(KeyboardInterrupt):
         finetune_ac(split, verbose=0, predictor_overrides=MICRO_AC,
-                    extra_callbacks=[_Interrupt(3)])
+                    extra_callbacks=[InterruptAt(3)])
     state = json.loads((tmp_path / "split/checkpoints/ckpt-00000002/state.json").read_text())
     assert state["step"] == 2 and state["data_index"] == 4
     with pytest.raises(UsageError, match="already holds a run at step 2; pass --resume"):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tests.helpers import MICRO_OVERRIDES
+from tests.helpers import MICRO_OVERRIDES, InterruptAt
 from vjepa2.errors import UsageError
 from vjepa2.train.pretrain import (PretrainConfig, build_trainer, make_mask_sampler,
                                    make_pretrain_dataset, pretrain)
@@ -84,16 +84,6 @@ def test_loss_falls_on_generated_videos(videos, tmp_path):
     assert list((tmp_path / "run" / "logs").rglob("events.out.tfevents*"))
 
 
-class _Interrupt(keras.callbacks.Callback):
-    def __init__(self, at_batch):
-        super().__init__()
-        self.at_batch = at_batch
-
-    def on_train_batch_end(self, batch, logs=None):
-        if batch + 1 == self.at_batch:
-            raise KeyboardInterrupt
-
-
 def test_interrupted_and_resumed_run_equals_uninterrupted_run(videos, tmp_path):
     whole = _config(videos, tmp_path / "whole", steps=4)
     pretrain(whole, verbose=0, preset_overrides=MICRO_OVERRIDES)
@@ -102,7 +92,7 @@ def test_interrupted_and_resumed_run_equals_uninterrupted_run(videos, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         # Interrupted after step 3; the checkpoint of step 2 survives.
         pretrain(split, verbose=0, preset_overrides=MICRO_OVERRIDES,
-                 extra_callbacks=[_Interrupt(3)])
+                 extra_callbacks=[InterruptAt(3)])
     state = json.loads((tmp_path / "split/checkpoints/ckpt-00000002/state.json").read_text())
     assert state["step"] == 2 and state["data_index"] == 4
     with pytest.raises(UsageError, match="already holds a run at step 2; pass --resume"):

@@ -113,5 +113,5 @@ class BackendTrainer(keras.Model):
             return self._tf_train_step(*args)
         if backend == "jax":
             return self._jax_train_step(*args)
-        raise NotImplementedError(f"{type(self).__name__} has train steps for the tensorflow "
+        raise RuntimeError(f"{type(self).__name__} has train steps for the tensorflow "
                                   f"and jax backends; the active backend is {backend}")
