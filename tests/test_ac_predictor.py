@@ -232,7 +232,8 @@ def _encoder_weights(folder):
 
 
 def test_finetune_keeps_the_encoder_and_resumes_exactly(logs, encoder_dir, tmp_path):
-    whole = _config(logs, encoder_dir, tmp_path / "whole")
+    # Augmented batches are drawn from (seed, batch index) only, so resume stays exact.
+    whole = _config(logs, encoder_dir, tmp_path / "whole", augment=True)
     finetune_ac(whole, verbose=0, predictor_overrides=MICRO_AC)
     before = _encoder_weights(encoder_dir / "encoder")
     after = _encoder_weights(tmp_path / "whole" / "encoder")
@@ -240,7 +241,7 @@ def test_finetune_keeps_the_encoder_and_resumes_exactly(logs, encoder_dir, tmp_p
     for a, b in zip(before, after):
         np.testing.assert_array_equal(a, b)  # bit-identical
 
-    split = _config(logs, encoder_dir, tmp_path / "split")
+    split = _config(logs, encoder_dir, tmp_path / "split", augment=True)
     with pytest.raises(KeyboardInterrupt):
         finetune_ac(split, verbose=0, predictor_overrides=MICRO_AC,
                     extra_callbacks=[InterruptAt(3)])
@@ -249,8 +250,8 @@ def test_finetune_keeps_the_encoder_and_resumes_exactly(logs, encoder_dir, tmp_p
     with pytest.raises(UsageError, match="already holds a run at step 2; pass --resume"):
         finetune_ac(split, verbose=0)
     with pytest.raises(UsageError, match="--resume with a different batch_size"):
-        finetune_ac(_config(logs, encoder_dir, tmp_path / "split", batch_size=3), resume=True,
-                    verbose=0)
+        finetune_ac(_config(logs, encoder_dir, tmp_path / "split", batch_size=3, augment=True),
+                    resume=True, verbose=0)
     finetune_ac(split, resume=True, verbose=0)
 
     def load(run):

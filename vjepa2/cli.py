@@ -187,6 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed")
     p.add_argument("--precision", choices=["auto", "float32", "mixed_bfloat16"], default="auto",
                    help="auto: mixed_bfloat16 where a GPU is present, else float32")
+    p.add_argument("--augment", action="store_true",
+                   help="per-clip colour and viewpoint augmentation (vjepa2.data.augment), for "
+                   "logs from few scene settings")
     p.set_defaults(func=_cmd_finetune_ac)
 
     p = sub.add_parser(

@@ -60,6 +60,7 @@ class FinetuneACConfig(TrainingConfigMixin):
     checkpoint_every: int = 100
     seed: int = 0
     precision: str = "auto"
+    augment: bool = False
 
     def __post_init__(self):
         self.check_training_fields()
@@ -184,7 +185,18 @@ def make_finetune_dataset(config: FinetuneACConfig, keymap, start_step: int = 0)
         image_size=config.image_size, repeat=True, drop_remainder=True,
         start_index=start_step * config.batch_size)
     keys = ("frames", "actions", "states")
-    return dataset.map(lambda batch: {k: batch[k] for k in keys})
+    dataset = dataset.map(lambda batch: {k: batch[k] for k in keys})
+    if config.augment:
+        import tensorflow as tf
+
+        from vjepa2.data.augment import ClipAugment, augment_clips
+
+        ranges = ClipAugment()
+        dataset = dataset.enumerate(start=start_step).map(
+            lambda k, batch: dict(batch, frames=augment_clips(
+                batch["frames"], tf.stack([tf.constant(config.seed, tf.int64), k]), ranges)),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return dataset
 
 
 def _peek(config: FinetuneACConfig, keymap):
@@ -230,7 +242,7 @@ def build_trainer(config: FinetuneACConfig, action_dim: int, state_dim: int,
 # ----------------------------------------------------------------------------------- the run
 
 _RESUME_KEYS = ("encoder", "logs", "preset", "keymap", "batch_size", "clip_length",
-                "frame_stride", "image_size", "seed")
+                "frame_stride", "image_size", "seed", "augment")
 
 
 def finetune_ac(config: FinetuneACConfig, resume: bool = False, verbose: int = 1,
@@ -322,7 +334,7 @@ def finetune_ac_cli(args) -> int:
         image_size=args.image_size, lr=args.lr, start_lr=args.start_lr,
         final_lr=args.final_lr, warmup_steps=args.warmup_steps, decay_steps=args.decay_steps,
         weight_decay=args.weight_decay, checkpoint_every=args.checkpoint_every, seed=args.seed,
-        precision=args.precision)
+        precision=args.precision, augment=args.augment)
     try:
         summary = finetune_ac(config, resume=args.resume)
     except RuntimeError as error:
