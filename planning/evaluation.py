@@ -849,7 +849,9 @@ def print_summary(results: dict, out: str | os.PathLike) -> None:
 
 def load_model(path: str | os.PathLike):
     """Loads the world model of a run folder, with one-line `UsageError`s for bad folders."""
-    folder = Path(path)
+    from vjepa2.models.world_model import resolve_run_dir
+
+    folder = resolve_run_dir(path)
     if not folder.is_dir():
         raise UsageError(f"--model {path} is not a folder")
     try:
@@ -872,16 +874,17 @@ def evaluate_cli(args) -> int:
         raise UsageError(f"--videos must be >= 0; received {args.videos}")
     world_model = cem_config = None
     if args.policy == "planner":
-        if args.model is None:
-            raise UsageError("--policy planner needs --model RUN (a finetune-ac run folder)")
         from envs.policies import STEP_METRES
+        from vjepa2.models.world_model import SHIPPED
 
         cem_config = planner_config(args.planner, samples=args.samples,
                                     iterations=args.iterations, horizon=args.horizon,
                                     metres_per_unit=STEP_METRES)
+        args.model = SHIPPED if args.model is None else args.model
         world_model = load_model(args.model)
     else:
-        ignored = [name for name in ("model", "samples", "iterations", "horizon")
+        ignored = [name for name in ("model", "samples", "iterations", "horizon",
+                                     "stop_energy")
                    if getattr(args, name) is not None]
         if ignored:
             raise UsageError(f"--policy {args.policy} takes no "
@@ -889,5 +892,17 @@ def evaluate_cli(args) -> int:
     results = evaluate(args.task, args.episodes, args.out, variation=args.variation,
                        policy=args.policy, world_model=world_model, model_path=args.model,
                        planner=args.planner, cem_config=cem_config, max_steps=args.max_steps,
-                       videos=args.videos, seed=args.seed)
+                       videos=args.videos, seed=args.seed,
+                       stop_energy=stop_energy_setting(args.stop_energy, world_model))
     return 0 if results["complete"] else 1
+
+
+def stop_energy_setting(requested: float | None, world_model) -> float | None:
+    """The stop rule's threshold: `requested` if given (0 disables), else the model's own."""
+    if requested is not None:
+        if not np.isfinite(requested) or requested < 0:
+            raise UsageError(f"--stop-energy must be >= 0; received {requested}")
+        return float(requested) or None
+    conventions = getattr(world_model, "conventions", None) or {}
+    value = conventions.get("stop_energy") if isinstance(conventions, dict) else None
+    return None if value is None else float(value)

@@ -70,7 +70,9 @@ def logs(tmp_path_factory):
 def encoder_dir(tmp_path_factory):
     keras.utils.set_random_seed(0)
     folder = tmp_path_factory.mktemp("pretrain") / "encoder"
-    micro_encoder(depth=1).save_to_preset(folder)
+    encoder = micro_encoder(depth=1)
+    encoder.trainable = False  # saved like a pretraining run's EMA teacher
+    encoder.save_to_preset(folder)
     return folder.parent
 
 

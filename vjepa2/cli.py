@@ -55,6 +55,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return evaluate_cli(args)
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from vjepa2.demo import demo_cli
+
+    return demo_cli(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vjepa2",
@@ -200,7 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
         "records, videos and a summary plot into --out.",
     )
     p.add_argument("--model", default=None,
-                   help="world-model run folder (from finetune-ac); not needed for baselines")
+                   help="world-model run folder (from finetune-ac), or 'shipped' (the default "
+                   "for the planner: the small model installed with the package); not used by "
+                   "the baselines")
     p.add_argument("--task", required=True,
                    help="reach, push, grasp, reach_with_object or pick_and_place")
     p.add_argument("--variation", default="heldout", choices=["train", "heldout"],
@@ -220,7 +228,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--videos", type=int, default=4,
                    help="episodes to save as mp4 (observation beside goal, energy curve)")
     p.add_argument("--seed", type=int, default=1000, help="base seed; episode i uses seed + i")
+    p.add_argument("--stop-energy", type=float, default=None,
+                   help="the planner's stop rule: end the episode once the observed frame's "
+                   "latent distance to the goal is at most this (default: the model's "
+                   "calibrated value in conventions.json, if any; 0 disables)")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser(
+        "demo",
+        help="the whole recipe at small scale: collect, pretrain, fine-tune, plan (~20 min CPU)",
+        description="Collect play logs, pretrain the encoder on their videos, fine-tune the "
+        "action-conditioned predictor, and plan from goal images in held-out scenes beside the "
+        "random baseline; prints a success table and writes videos. Re-run with the same --out "
+        "to continue an interrupted demo.",
+    )
+    p.add_argument("--out", default="demo", help="output folder (default: ./demo)")
+    p.add_argument("--episodes", type=_positive_int, default=100, help="play episodes to log")
+    p.add_argument("--pretrain-steps", type=_positive_int, default=400,
+                   help="encoder pretraining steps")
+    p.add_argument("--finetune-steps", type=_positive_int, default=500,
+                   help="action-conditioned predictor steps")
+    p.add_argument("--eval-episodes", type=_positive_int, default=4,
+                   help="planner (and random) episodes per task and scene set")
+    p.set_defaults(func=_cmd_demo)
     return parser
 
 

@@ -367,8 +367,24 @@ def save_world_model(run_dir, encoder, predictor, conventions: WorldModelConvent
     atomic_write_text(run_dir / CONVENTIONS_FILE, json.dumps(conventions.to_json(), indent=2))
 
 
+SHIPPED = "shipped"
+
+
+def shipped_model_dir() -> Path:
+    """The folder of the small world model installed with the package (`"shipped"`)."""
+    return Path(__file__).resolve().parent.parent / "assets" / "world_model"
+
+
+def resolve_run_dir(run_dir) -> Path:
+    """`"shipped"` names the installed model; anything else is a path."""
+    return shipped_model_dir() if str(run_dir) == SHIPPED else Path(run_dir)
+
+
 def load_world_model(run_dir) -> WorldModel:
     """Loads the world model of a `vjepa2 finetune-ac` run folder in one call.
+
+    Args:
+        run_dir: the run folder, or `"shipped"` for the model installed with the package.
 
     Raises:
         UsageError: the folder is not a fine-tuning run with a saved world model.
@@ -376,7 +392,7 @@ def load_world_model(run_dir) -> WorldModel:
     from vjepa2.models.ac_predictor import ActionConditionedPredictor
     from vjepa2.models.video_encoder import VideoEncoder
 
-    run_dir = Path(run_dir)
+    run_dir = resolve_run_dir(run_dir)
     missing = [name for name in (ENCODER_DIR, PREDICTOR_DIR, CONVENTIONS_FILE)
                if not (run_dir / name).exists()]
     if missing:

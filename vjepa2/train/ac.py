@@ -50,6 +50,10 @@ class ACTrainer(BackendTrainer):
         for model in (self.encoder, self.predictor):
             if not model.built:
                 model.build()
+        # An encoder saved as trainable=False (the EMA teacher of a pretraining run) comes back
+        # with that flag on itself only: the constructor argument does not reach the sublayers,
+        # the setter does. Setting it through the setter freezes every sublayer.
+        self.encoder.trainable = True
         self.encoder.trainable = False
         self.built = True
 
