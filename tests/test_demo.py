@@ -16,7 +16,7 @@ MICRO = DemoScale(
 def test_demo_runs_every_stage_and_resumes(tmp_path):
     lines = []
     state = run_demo(tmp_path, MICRO, log=lines.append)
-    assert list(state["done"]) == ["logs", "pretrain", "world_model", "eval"]
+    assert list(state["done"]) == ["logs", "pretrain", "world_model", "stop_rule", "eval"]
     assert state["done"]["logs"]["episodes"] == 2
     assert state["done"]["pretrain"]["step"] == 2 and state["done"]["world_model"]["step"] == 2
     model = load_world_model(tmp_path / "world_model")
@@ -32,5 +32,5 @@ def test_demo_runs_every_stage_and_resumes(tmp_path):
     # Run again: every stage is recorded as done and skipped.
     lines.clear()
     again = run_demo(tmp_path, MICRO, log=lines.append)
-    assert sum("already done" in line for line in lines) == 4
+    assert sum("already done" in line for line in lines) == 5
     assert again["done"]["eval"]["table"] == state["done"]["eval"]["table"]

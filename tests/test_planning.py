@@ -461,3 +461,20 @@ def test_mpc_errors():
         MPC(planner, PointEnv(), goal, max_steps=2, frame_key="pixels").run()
     with pytest.raises(ValueError, match="budgets must have one entry per goal"):
         SubgoalSchedule([goal, goal], [3])
+
+
+def test_stop_threshold_is_the_largest_distance_meeting_the_precision():
+    from planning.calibrate import stop_threshold
+
+    # Latent distances 1..10; pairs 1-6 are physically close except pair 4.
+    latent = np.arange(1, 11, dtype=float)
+    metric = np.array([0.01, 0.02, 0.01, 0.30, 0.02, 0.01, 0.4, 0.5, 0.6, 0.7])
+    # Running precision: 1, 1, 1, .75, .8, .83, .71, ...
+    assert stop_threshold(latent, metric, radius=0.05, precision=0.8, min_pairs=1) == 6.0
+    assert stop_threshold(latent, metric, radius=0.05, precision=1.0, min_pairs=1) == 3.0
+    assert stop_threshold(latent, metric, radius=0.05, precision=1.0, min_pairs=4) is None
+    # Order of the pairs does not matter.
+    perm = np.random.default_rng(0).permutation(10)
+    assert stop_threshold(latent[perm], metric[perm], 0.05, 0.8, min_pairs=1) == 6.0
+    with pytest.raises(ValueError, match="equal-length"):
+        stop_threshold(latent, metric[:3], 0.05, 0.8)

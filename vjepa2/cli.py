@@ -55,6 +55,25 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return evaluate_cli(args)
 
 
+def _cmd_calibrate_stop(args: argparse.Namespace) -> int:
+    from planning.calibrate import calibrate_stop_energy, write_stop_energy
+    from planning.evaluation import load_model
+
+    world_model = load_model(args.model)
+    result = calibrate_stop_energy(world_model, args.logs, radius=args.radius,
+                                   precision=args.precision, episodes=args.episodes)
+    if result["stop_energy"] is None:
+        print(f"vjepa2 calibrate-stop: no latent distance reaches precision {args.precision} "
+              f"within {args.radius} m on {result['pairs']} frame pairs; nothing written",
+              file=sys.stderr)
+        return 1
+    path = write_stop_energy(args.model, result)
+    print(f"stop_energy {result['stop_energy']:.4f} (precision {args.precision} within "
+          f"{args.radius} m, recall {result['recall']:.2f}, {result['pairs']} pairs from "
+          f"{result['episodes']} episodes) written to {path}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from vjepa2.demo import demo_cli
 
@@ -233,6 +252,22 @@ def build_parser() -> argparse.ArgumentParser:
                    "latent distance to the goal is at most this (default: the model's "
                    "calibrated value in conventions.json, if any; 0 disables)")
     p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser(
+        "calibrate-stop",
+        help="calibrate the planner's stop rule (latent distance to the goal) on robot logs",
+        description="Measure, on frame pairs of the training logs, the largest latent distance "
+        "at which the end effectors of the pair are within --radius metres with the given "
+        "precision, and store it as stop_energy in the run's conventions.json (vjepa2 evaluate "
+        "uses it unless --stop-energy is given).",
+    )
+    p.add_argument("--model", required=True, help="world-model run folder (from finetune-ac)")
+    p.add_argument("--logs", required=True, help="RLDS logs (e.g. the training logs)")
+    p.add_argument("--radius", type=float, default=0.05, help="metres that count as arrived")
+    p.add_argument("--precision", type=float, default=0.9,
+                   help="required fraction of truly close pairs below the threshold")
+    p.add_argument("--episodes", type=_positive_int, default=40, help="episodes to read")
+    p.set_defaults(func=_cmd_calibrate_stop)
 
     p = sub.add_parser(
         "demo",

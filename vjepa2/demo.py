@@ -4,7 +4,8 @@ Stages, each written into its own sub-folder of `--out` and each resumable:
 
 1. `logs/`       play episodes of the Fetch tasks' `train` scenes (`vjepa2 collect`), with videos;
 2. `pretrain/`   the V-JEPA 2 encoder pretrained on those videos (`vjepa2 pretrain`);
-3. `world_model/` the action-conditioned predictor fine-tuned on the logs (`vjepa2 finetune-ac`);
+3. `world_model/` the action-conditioned predictor fine-tuned on the logs (`vjepa2 finetune-ac`),
+                 with its stop rule calibrated on the same logs (`vjepa2 calibrate-stop`);
 4. `eval/`       zero-shot goal-image episodes with the CEM planner, beside the random-action
                  baseline (`vjepa2 evaluate`), in the `heldout` scenes (and the `train` scenes).
 
@@ -25,7 +26,7 @@ from pathlib import Path
 from vjepa2.errors import UsageError
 
 STATE_FILE = "demo.json"
-STAGES = ("logs", "pretrain", "world_model", "eval")
+STAGES = ("logs", "pretrain", "world_model", "stop_rule", "eval")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,12 +138,23 @@ def run_demo(out: str | Path, scale: DemoScale = DemoScale(), log=print) -> dict
         return finetune_ac(config, resume=True, verbose=1,
                            predictor_overrides=dict(scale.ac_overrides or {}) or None)
 
+    def stop_rule_stage():
+        from planning.calibrate import calibrate_stop_energy, write_stop_energy
+        from planning.evaluation import load_model
+
+        result = calibrate_stop_energy(load_model(out / "world_model"), out / "logs",
+                                       episodes=min(40, scale.episodes))
+        if result["stop_energy"] is not None:
+            write_stop_energy(out / "world_model", result)
+        return {"stop_energy": result["stop_energy"], "pairs": result["pairs"]}
+
     def eval_stage():
         return {"table": evaluate_demo(out, scale, log)}
 
     _stage(out, state, "logs", logs, log)
     _stage(out, state, "pretrain", pretrain_stage, log)
     _stage(out, state, "world_model", finetune_stage, log)
+    _stage(out, state, "stop_rule", stop_rule_stage, log)
     _stage(out, state, "eval", eval_stage, log)
     state["wall_seconds_this_run"] = time.perf_counter() - t_start
     _save_state(out, state)
@@ -154,9 +166,10 @@ def run_demo(out: str | Path, scale: DemoScale = DemoScale(), log=print) -> dict
 
 def evaluate_demo(out: Path, scale: DemoScale, log) -> list[dict]:
     """Planner and random baseline episodes per task and variation; returns the table rows."""
-    from planning.evaluation import evaluate, load_model, planner_config
+    from planning.evaluation import evaluate, load_model, planner_config, stop_energy_setting
 
     world_model = load_model(out / "world_model")
+    stop_energy = stop_energy_setting(None, world_model)
     cem = planner_config("default", samples=scale.samples, iterations=scale.iterations)
     rows = []
     for task in scale.tasks:
@@ -168,7 +181,8 @@ def evaluate_demo(out: Path, scale: DemoScale, log) -> list[dict]:
                     continue
                 folder = out / "eval" / f"{task}_{variation}" / policy
                 planner_args = dict(world_model=world_model, model_path=str(out / "world_model"),
-                                    cem_config=cem) if policy == "planner" else {}
+                                    cem_config=cem, stop_energy=stop_energy
+                                    ) if policy == "planner" else {}
                 results = evaluate(task, episodes, folder, variation=variation, policy=policy,
                                    max_steps=scale.max_steps, progress=False,
                                    videos=scale.videos if policy == "planner" else 0,

@@ -52,6 +52,9 @@ class WorldModelConventions:
         action_low: optional `(A,)` bounds for planning (per frame step).
         action_high: optional `(A,)`.
         keymap: the RLDS key mapping the training logs were read with.
+        stop_energy: the planner's stop threshold (latent distance to the goal), calibrated on
+            the training logs by `planning.calibrate`; `None` if not calibrated.
+        stop_calibration: how `stop_energy` was measured.
     """
 
     action_dim: int
@@ -70,6 +73,8 @@ class WorldModelConventions:
     action_low: tuple[float, ...] | None = None
     action_high: tuple[float, ...] | None = None
     keymap: dict | None = None
+    stop_energy: float | None = None
+    stop_calibration: dict | None = None
 
     def __post_init__(self):
         def check(condition, message):
