@@ -67,9 +67,9 @@ class CEMConfig:
         jit_compile: TensorFlow only: XLA-compile the iteration (`None`: backend default).
     """
 
-    samples: int = 128
+    samples: int = 96
     elites: int = 10
-    iterations: int = 4
+    iterations: int = 3
     horizon: int = 2
     init_std: float = 0.5
     min_std: float = 0.02
