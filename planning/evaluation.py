@@ -888,7 +888,7 @@ def evaluate_cli(args) -> int:
                    if getattr(args, name) is not None]
         if ignored:
             raise UsageError(f"--policy {args.policy} takes no "
-                             f"{', '.join('--' + n for n in ignored)}")
+                             f"{', '.join('--' + n.replace('_', '-') for n in ignored)}")
     results = evaluate(args.task, args.episodes, args.out, variation=args.variation,
                        policy=args.policy, world_model=world_model, model_path=args.model,
                        planner=args.planner, cem_config=cem_config, max_steps=args.max_steps,

@@ -312,7 +312,7 @@ def test_planner_runs_end_to_end_blind_to_the_simulator(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("argv, message", [
     (["--task", "fly"], "unknown task 'fly'"),
-    (["--task", "reach"], "--policy planner needs --model"),
+    (["--task", "reach", "--policy", "random", "--stop-energy", "0.1"], "takes no --stop-energy"),
     (["--task", "reach", "--model", "/nonexistent/run"], "is not a folder"),
     (["--task", "reach", "--model", "{empty}"], "world.model"),
     (["--task", "reach", "--model", "{empty}", "--samples", "3"], "samples must be >= elites"),
@@ -326,6 +326,19 @@ def test_cli_bad_inputs_are_one_line_errors(argv, message, tmp_path, capsys):
     assert code == 2
     assert len(err.splitlines()) == 1 and err.startswith("vjepa2 evaluate: error:")
     assert re.search(message, err), err
+
+
+def test_stop_energy_comes_from_the_flag_or_the_model_conventions():
+    class Model:
+        conventions = {"stop_energy": 0.05}
+
+    assert evaluation.stop_energy_setting(None, Model()) == 0.05
+    assert evaluation.stop_energy_setting(0.02, Model()) == 0.02
+    assert evaluation.stop_energy_setting(0.0, Model()) is None  # 0 disables the rule
+    Model.conventions = {}
+    assert evaluation.stop_energy_setting(None, Model()) is None
+    with pytest.raises(UsageError, match="--stop-energy must be >= 0; received -1"):
+        evaluation.stop_energy_setting(-1.0, Model())
 
 
 class FakeEnv:
