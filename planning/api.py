@@ -223,6 +223,25 @@ class Planner:
             self._goal_cache.popitem(last=False)
         return z
 
+    def env_actions(self, action) -> np.ndarray:
+        """Splits one planned action into the env actions it stands for.
+
+        A world model trained with `frame_stride = s` (its conventions) plans actions that span
+        `s` env steps, summed over them on the delta dims and averaged on the others; this
+        returns the `(s, A)` env actions to execute in order: `action / s` on the delta dims,
+        `action` on the others. With `s = 1` it is `action[None]`.
+        """
+        conventions = getattr(self.world_model, "conventions", None) or {}
+        stride = int(conventions.get("frame_stride", 1))
+        action = np.asarray(action, "float32").reshape(-1)
+        if action.shape[0] != self.action_dim:
+            raise PlanInputError(f"action must have {self.action_dim} values; received shape "
+                                 f"{action.shape}")
+        per_step = action.copy()
+        delta = [int(d) for d in conventions.get("action_delta_dims", ())]
+        per_step[delta] /= stride
+        return np.repeat(per_step[None], stride, axis=0)
+
     def plan(self, frames, state, goal, *, context_actions=None,
              budgets: Sequence[int] | None = None) -> PlanResult:
         """Plans from raw observations.

@@ -1,4 +1,5 @@
 """V-JEPA 2-AC: the action-conditioned predictor, the world model and fine-tuning."""
+import dataclasses
 import json
 
 import keras
@@ -198,7 +199,7 @@ def test_cached_rollout_equals_full_recompute_over_batch_and_horizon():
 
 def test_world_model_satisfies_the_planner_protocol_and_plans():
     from planning import protocol
-    from planning.api import Planner
+    from planning.api import PlanInputError, Planner
     from planning.cem import CEMConfig
 
     model = _world_model(depth=1)
@@ -214,6 +215,16 @@ def test_world_model_satisfies_the_planner_protocol_and_plans():
     result = planner.plan(frames, np.zeros((2, 4), np.float32), frames[-1],
                           context_actions=np.zeros((1, 4), np.float32))
     assert result.actions.shape == (2, 4) and np.isfinite(result.energy)
+    # One planned action of a stride-2 model is two env actions: deltas halved, grip repeated.
+    np.testing.assert_allclose(planner.env_actions([0.4, -0.2, 0.6, 1.0]),
+                               [[0.4, -0.2, 0.6, 1.0]])
+    strided = WorldModel(model.encoder, model.predictor,
+                         dataclasses.replace(model._conventions, frame_stride=2))
+    split = Planner(strided, action_low=[-1] * 4, action_high=[1] * 4).env_actions(
+        [0.4, -0.2, 0.6, 1.0])
+    np.testing.assert_allclose(split, [[0.2, -0.1, 0.3, 1.0], [0.2, -0.1, 0.3, 1.0]])
+    with pytest.raises(PlanInputError, match="action must have 4 values"):
+        planner.env_actions([0.1, 0.2])
     with pytest.raises(ValueError, match=r"actions must be \(B, H, 4\)"):
         model.rollout(z, np.zeros((1, 2, 4)), np.zeros((3, 2, 5)), np.zeros((1, 1, 4)))
     with pytest.raises(ValueError, match="context_actions"):

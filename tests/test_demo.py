@@ -1,7 +1,7 @@
 """End-to-end smoke test at minimum scale: collect -> pretrain -> fine-tune -> plan, resumable."""
 import json
 
-from helpers import MICRO_OVERRIDES
+from tests.helpers import MICRO_OVERRIDES
 from vjepa2.demo import DemoScale, format_table, run_demo
 from vjepa2.models.world_model import load_world_model
 
@@ -34,3 +34,20 @@ def test_demo_runs_every_stage_and_resumes(tmp_path):
     again = run_demo(tmp_path, MICRO, log=lines.append)
     assert sum("already done" in line for line in lines) == 5
     assert again["done"]["eval"]["table"] == state["done"]["eval"]["table"]
+
+
+def test_the_shipped_model_loads_and_plans_offline():
+    import numpy as np
+
+    from planning import CEMConfig, Planner
+    from vjepa2.models.world_model import shipped_model_dir
+
+    assert sum(p.stat().st_size for p in shipped_model_dir().rglob("*") if p.is_file()) <= 20e6
+    planner = Planner.from_run("shipped", config=CEMConfig(samples=16, iterations=1))
+    conventions = planner.world_model.conventions
+    assert conventions["frame_stride"] == 2 and conventions["stop_energy"] > 0
+    frame = np.random.default_rng(0).integers(0, 255, (128, 128, 3), dtype=np.uint8)
+    result = planner.plan(frame, np.zeros(4, np.float32), frame[::-1])
+    low, high = np.asarray(conventions["action_low"]), np.asarray(conventions["action_high"])
+    assert np.all(result.first_action >= low) and np.all(result.first_action <= high)
+    assert planner.env_actions(result.first_action).shape == (2, 4)
