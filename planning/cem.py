@@ -67,9 +67,9 @@ class CEMConfig:
         jit_compile: TensorFlow only: XLA-compile the iteration (`None`: backend default).
     """
 
-    samples: int = 96
+    samples: int = 64
     elites: int = 10
-    iterations: int = 3
+    iterations: int = 2
     horizon: int = 2
     init_std: float = 0.5
     min_std: float = 0.02

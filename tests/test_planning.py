@@ -361,7 +361,7 @@ def test_point_model_follows_the_protocol():
 
 
 def test_planner_api_plans_and_caches_goal():
-    planner = _point_planner()
+    planner = _point_planner(samples=128, iterations=4)
     model = planner.world_model
     frame, goal = render_point((0.2, 0.2)), render_point((0.5, 0.5))
     result = planner.plan(frame, np.array([0.2, 0.2]), goal)
