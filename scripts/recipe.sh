@@ -4,9 +4,11 @@
 #
 #   bash scripts/recipe.sh [OUT]        (default OUT: runs/recipe)
 #
-# Wall time on the 2-core development CPU: logs ~7 min, pretraining ~6 min, fine-tuning
-# ~14 min, stop-rule calibration ~1 min, evaluation EVAL_TIME for the four tasks (planner,
-# 50 episodes each) plus ~4 min of baselines. EVAL_EPISODES=10 makes a quicker check.
+# Wall time on the 2-core development CPU, measured step by step (not in one run): logs ~7 min,
+# pretraining ~6 min, fine-tuning ~14 min, stop-rule calibration ~1 min, planner evaluation about
+# 66 min for the four tasks x 50 episodes (reach 20, grasp 17, reach_with_object 14,
+# pick_and_place 15 min; reach and grasp partly shared the cores with other jobs), baselines
+# about 17 min: about 1 h 50 min in all. EVAL_EPISODES=10 makes a quicker check.
 # `python scripts/ship_model.py "$OUT/world_model"` then installs the result as "shipped".
 set -euo pipefail
 OUT=${1:-runs/recipe}
