@@ -96,10 +96,10 @@ def calibrate_stop_energy(world_model, logs: str | Path, *, radius: float = 0.05
         position = batch["states"].numpy()[0][:, dims]
         # Every later frame of the clip as the "goal" of every earlier one.
         # Pair p compares frame rows[p] (as the observation) with frame cols[p] (as the goal).
-        observed = ops.take(z, rows, axis=0)[:, None, None]  # (P, 1, 1, N, D)
+        # Goals (P, N, D) broadcast one per candidate against the observations (P, 1, N, D).
+        observed = ops.take(z, rows, axis=0)[:, None]
         goals = ops.take(z, cols, axis=0)
-        per_pair = [step_distances(observed[p], goals[p], kind) for p in range(len(rows))]
-        latent.append(np.asarray(ops.convert_to_numpy(ops.concatenate(per_pair, axis=0)))
+        latent.append(np.asarray(ops.convert_to_numpy(step_distances(observed, goals, kind)))
                       .reshape(-1))
         metric.append(np.linalg.norm(position[rows] - position[cols], axis=-1))
         n += 1
