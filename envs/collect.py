@@ -51,7 +51,7 @@ class CollectConfig:
 
     Args:
         task: a task name or `"play"`.
-        variation: `"train"` or `"heldout"`.
+        variation: `"train"`, `"wide"` or `"heldout"`.
         image_size: camera frame side in pixels.
         noise: expert action noise std (None: the policy's default).
         seed: base seed; episode `i` uses `seed + i`.

@@ -93,13 +93,13 @@ class FetchGoalImageEnv(MujocoFetchEnv):
     `goal_image(name)` returns them later. No goal marker is drawn in any frame.
 
     **Variations**: `info["variation"]` at reset holds the sampled scene values (see
-    `envs.variations`); `train` and `heldout` sets never share a value.
+    `envs.variations`); `heldout` never shares a value with `train` or `wide`.
 
     **Version history**: v0: initial release.
 
     Args:
         task: one of `envs.tasks.TASK_NAMES`.
-        variation: `"train"` or `"heldout"` scene-variation set.
+        variation: `"train"`, `"wide"` or `"heldout"` scene-variation set.
         image_size: side of the square camera frame in pixels.
         render_mode: `"rgb_array"` (the camera frame) or `None`.
         reward_type: `"sparse"` (Fetch default) or `"dense"` (negative distance).
@@ -392,9 +392,9 @@ class FetchGoalImageEnv(MujocoFetchEnv):
             v["object_hue"], v["object_saturation"], v["object_value"]
         )
         table_rgba = variations_lib.hsv_to_rgba(v["table_hue"], v["table_saturation"], v["table_value"])
-        checker = v["table_finish"] == "checker"
-        m.geom_matid[ids.table_geom] = ids.table_checker_mat if checker else ids.table_mat
-        m.mat_rgba[ids.table_checker_mat if checker else ids.table_mat] = table_rgba
+        table_mat = ids.table_finish_mats[v["table_finish"]]
+        m.geom_matid[ids.table_geom] = table_mat
+        m.mat_rgba[table_mat] = table_rgba
         # Light: intensity and a tilt away from vertical, at a random heading.
         d = v["light_diffuse"]
         m.light_diffuse[ids.light] = [d, d, d]
@@ -606,6 +606,9 @@ class _SceneIds:
         self.table_geom = gid(o.mjOBJ_GEOM, "table0")
         self.table_mat = gid(o.mjOBJ_MATERIAL, "vj_table_mat")
         self.table_checker_mat = gid(o.mjOBJ_MATERIAL, "vj_table_checker_mat")
+        self.table_finish_mats = {
+            "plain": self.table_mat, "checker": self.table_checker_mat,
+            "speckle": gid(o.mjOBJ_MATERIAL, "vj_table_speckle_mat")}
         self.object_mat = gid(o.mjOBJ_MATERIAL, "vj_object_mat")
         self.distractor_body = gid(o.mjOBJ_BODY, "distractor0")
         self.distractor_geom = gid(o.mjOBJ_GEOM, "distractor0")

@@ -1,10 +1,19 @@
 """Scene variations: named sets of value ranges sampled at every reset.
 
 A variation set says what the camera may see: the object's colour, size and shape, the table's
-colour and finish, the light, the camera pose and a distractor object. The `train` and `heldout`
-sets are disjoint parameter by parameter (no interval overlaps, no shared category), so an agent
-evaluated on `heldout` never saw any of its values during training. Sampling uses the generator
-passed in (the env's `self.np_random`), so a seed fixes the scene.
+colour and finish, the light, the camera pose and a distractor object.
+
+- `train`: a narrow set (one table finish, a +-8 degree camera), the scenes of the first logs.
+- `wide`: domain randomization for training data. Every range of `heldout` lies *between* values
+  of `wide` (camera poses on both sides of the held-out ones, table hues around the held-out blue,
+  plain and speckled tables, never a checkered one) but no interval or category is shared, so a model
+  trained on `wide` interpolates to `heldout` without ever seeing one of its values.
+- `heldout`: the evaluation scenes.
+
+`train` and `wide` are each disjoint from `heldout` parameter by parameter (no interval overlaps,
+no shared category), so an agent evaluated on `heldout` never saw any of its values during
+training. Sampling uses the generator passed in (the env's `self.np_random`), so a seed fixes the
+scene.
 """
 from __future__ import annotations
 
@@ -26,11 +35,11 @@ class VariationSet:
     chosen in proportion to its length); categorical parameters are tuples of names.
 
     Args:
-        name: the set's name (`"train"` or `"heldout"`).
+        name: the set's name (`"train"`, `"wide"` or `"heldout"`).
         object_shape: object shapes among `box`, `cylinder`, `star_prism`.
         object_half_size: object half extent in metres (half width and half height).
         object_hue, object_saturation, object_value: object colour in HSV.
-        table_finish: `plain` or `checker` (a checkerboard texture).
+        table_finish: `plain`, `checker` (a checkerboard texture) or `speckle` (random dots).
         table_hue, table_saturation, table_value: table colour in HSV.
         light_diffuse: diffuse intensity of the main light.
         light_tilt_deg: tilt of the main light from vertical, degrees.
@@ -134,7 +143,27 @@ HELDOUT = VariationSet(
     distractor_hue=((0.0, 0.10), (0.90, 1.0)),
 )
 
-VARIATION_SETS: dict[str, VariationSet] = {"train": TRAIN, "heldout": HELDOUT}
+WIDE = VariationSet(
+    name="wide",
+    object_shape=("box", "cylinder"),
+    object_half_size=((0.018, 0.025), (0.029, 0.032)),
+    object_hue=((0.0, 0.54), (0.86, 1.0)),
+    object_saturation=((0.35, 0.49), (0.65, 0.95)),
+    object_value=((0.35, 0.49), (0.65, 0.95)),
+    table_finish=("plain", "speckle"),
+    table_hue=((0.0, 0.49), (0.71, 1.0)),
+    table_saturation=((0.05, 0.30), (0.46, 0.60)),
+    table_value=((0.45, 0.59), (0.80, 0.95)),
+    light_diffuse=((0.35, 0.49), (0.70, 0.95)),
+    light_tilt_deg=((0.0, 15.0), (31.0, 40.0)),
+    camera_azimuth_deg=((-24.0, -17.0), (-8.0, 8.0), (17.0, 24.0)),
+    camera_elevation_deg=((36.0, 42.0), (50.0, 60.0), (68.0, 72.0)),
+    camera_distance=((0.74, 0.85), (0.92, 0.98)),
+    distractor_shape=("sphere", "box"),
+    distractor_hue=((0.15, 0.89),),
+)
+
+VARIATION_SETS: dict[str, VariationSet] = {"train": TRAIN, "wide": WIDE, "heldout": HELDOUT}
 
 
 def get_variation_set(name: str) -> VariationSet:

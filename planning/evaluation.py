@@ -54,7 +54,7 @@ from vjepa2.errors import UsageError
 
 POLICIES = ("planner", "random", "expert")
 PLANNER_PRESETS = ("default", "reference", "notebook")
-VARIATIONS = ("train", "heldout")
+VARIATIONS = ("train", "wide", "heldout")
 # The reference's pick-and-place re-plans per sub-goal image; scaled to the episode budget.
 REFERENCE_SUBGOAL_REPLANS = {"grasp": 4, "near_goal": 10, "goal": 4}
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
@@ -651,7 +651,7 @@ def evaluate(task: str, episodes: int, out: str | os.PathLike, *, variation: str
         episodes: episodes wanted in `out` (seeds `seed .. seed + episodes - 1`); finished ones
             are skipped.
         out: output folder (see the module docstring).
-        variation: `"train"` or `"heldout"` scene variations.
+        variation: `"train"`, `"wide"` or `"heldout"` scene variations.
         policy: `"planner"`, `"random"` or `"expert"`.
         world_model: the world model (`planning.WorldModel`), for the planner.
         model_path: where `world_model` came from (recorded, and part of the settings a re-run

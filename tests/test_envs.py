@@ -70,10 +70,11 @@ def test_info_success_agrees_with_threshold():
     env.close()
 
 
-def test_variation_sets_are_disjoint():
-    train, heldout = variations.TRAIN, variations.HELDOUT
-    for key in train.parameter_names():
-        a, b = getattr(train, key), getattr(heldout, key)
+@pytest.mark.parametrize("training", [variations.TRAIN, variations.WIDE])
+def test_training_variation_sets_are_disjoint_from_heldout(training):
+    heldout = variations.HELDOUT
+    for key in training.parameter_names():
+        a, b = getattr(training, key), getattr(heldout, key)
         if isinstance(a[0], str):
             assert not set(a) & set(b), key
         else:
@@ -82,15 +83,26 @@ def test_variation_sets_are_disjoint():
                     assert hi < lo2 or hi2 < lo, key
 
 
+def test_wide_brackets_heldout_camera():
+    # Held-out camera poses lie between poses the wide set does show, on both sides.
+    wide, heldout = variations.WIDE, variations.HELDOUT
+    for key in ("camera_azimuth_deg", "camera_elevation_deg", "camera_distance", "table_hue"):
+        seen = [v for interval in getattr(wide, key) for v in interval]
+        for lo, hi in getattr(heldout, key):
+            assert min(seen) < lo and hi < max(seen), key
+
+
 def test_sampled_variations_stay_in_their_set():
     for name, vset in variations.VARIATION_SETS.items():
-        other = variations.HELDOUT if name == "train" else variations.TRAIN
+        others = ([variations.HELDOUT] if name != "heldout"
+                  else [variations.TRAIN, variations.WIDE])
         for v in reset_variations("VJEPA/Reach-v0", name, range(10)):
             assert v["set"] == name
             json.dumps(v)
             for key in vset.parameter_names():
                 assert vset.contains(key, v[key]), (name, key, v[key])
-                assert not other.contains(key, v[key]), (name, key, v[key])
+                for other in others:
+                    assert not other.contains(key, v[key]), (name, other.name, key, v[key])
 
 
 def test_bad_inputs_raise_one_line_errors():

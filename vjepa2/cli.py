@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", required=True,
                    help="task name (reach, push, grasp, reach_with_object, pick_and_place) or "
                    "'play' for the exploratory play policy")
-    p.add_argument("--variation", default="train", choices=["train", "heldout"],
+    p.add_argument("--variation", default="train", choices=["train", "wide", "heldout"],
                    help="scene variation set (default: train)")
     p.add_argument("--episodes", type=_positive_int, required=True, help="episodes to collect")
     p.add_argument("--workers", type=_positive_int, default=1, help="parallel worker processes")
@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "the baselines")
     p.add_argument("--task", required=True,
                    help="reach, push, grasp, reach_with_object or pick_and_place")
-    p.add_argument("--variation", default="heldout", choices=["train", "heldout"],
+    p.add_argument("--variation", default="heldout", choices=["train", "wide", "heldout"],
                    help="scene variation set (default: heldout)")
     p.add_argument("--episodes", type=_positive_int, required=True, help="episodes to run")
     p.add_argument("--out", required=True, help="output folder")

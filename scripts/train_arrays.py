@@ -1,0 +1,288 @@
+"""Pretrains the encoder and fine-tunes the AC predictor from an exported array file, on any
+Keras backend and within a wall-clock budget (for a rented GPU: JAX, no TensorFlow needed).
+
+Input: the `.npz` (or `.npz.xz`) written by `scripts/export_arrays.py`: whole episodes at the
+world model's frame stride, with the conventions the model will carry. The two phases are the
+same objectives as `vjepa2 pretrain` and `vjepa2 finetune-ac`, built by the same functions:
+
+1. V-JEPA 2 pretraining of the encoder on clips of `--frames` consecutive frames (multi-block
+   masks, EMA teacher, warmup-stable-decay).
+2. V-JEPA 2-AC fine-tuning with the encoder frozen (teacher forcing + 2-step rollout L1) on
+   clips of `--clip-length` frames.
+
+Each phase first runs `--probe-steps` steps, measures its step rate, then sets its step count so
+that it ends inside its time budget, with its learning-rate schedule (10% warmup, 20% decay)
+fitted to that count. No checkpoints are written in between (use the CLI commands for resumable
+runs); each phase's result is written when it ends: `OUT/pretrain/{encoder,predictor,config.json,
+metrics.jsonl}` and `OUT/world_model/` (loadable by `Planner.from_run` / `load_world_model`).
+
+    KERAS_BACKEND=jax python scripts/train_arrays.py --arrays play_wide_64.npz.xz --out runs/gpu \
+        --pretrain-seconds 200 --finetune-seconds 200
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import io
+import json
+import lzma
+import multiprocessing as mp
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+IMAGENET_MEAN = np.array((0.485, 0.456, 0.406), np.float32)
+IMAGENET_STD = np.array((0.229, 0.224, 0.225), np.float32)
+
+
+def load_arrays(path: str) -> dict:
+    raw = Path(path).read_bytes()
+    if path.endswith(".xz"):
+        raw = lzma.decompress(raw)
+    with np.load(io.BytesIO(raw)) as data:
+        out = {k: data[k] for k in ("frames", "states", "actions")}
+        out["conventions"] = json.loads(str(data["conventions"]))
+    return out
+
+
+# Mask batches are made in worker processes (the sampler is pure NumPy and Python-bound).
+_SAMPLER = None
+
+
+def _init_masks(grid, seed):
+    global _SAMPLER
+    from vjepa2.masks import MultiBlockMaskSampler
+
+    _SAMPLER = MultiBlockMaskSampler(grid, seed=seed)
+
+
+def _mask_batch(args):
+    batch_size, step = args
+    out = []
+    for m in _SAMPLER.sample_batch(batch_size, step):
+        out += [m["context_ids"], m["target_ids"]]
+    return out
+
+
+def make_deadline(until):
+    """A callback that stops `fit` at wall-clock time `until` and records batch end times."""
+    import keras
+
+    class Deadline(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.until = until
+            self.times = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.times.append(time.time())
+            if time.time() > self.until:
+                self.model.stop_training = True
+
+    return Deadline()
+
+
+def fit_within(trainer, batches, budget, probe_steps, max_steps, callbacks, label):
+    """Probe, fit the schedule to the budget, train; returns (steps, seconds, steps/s).
+
+    `budget` counts the whole phase: the first compile, the probe, the retrace after the
+    schedule change (assumed to cost what the first compile cost) and the training.
+    """
+    started = time.time()
+    deadline = make_deadline(float("inf"))
+    trainer.fit(batches, epochs=1, steps_per_epoch=probe_steps, verbose=0,
+                callbacks=[deadline, *callbacks])
+    times = deadline.times
+    compile_seconds = times[0] - started
+    warm = times[max(len(times) // 4, 1):]
+    rate = (len(warm) - 1) / max(warm[-1] - warm[0], 1e-6)
+    left = budget - (time.time() - started) - compile_seconds
+    steps = int(min(max_steps, probe_steps + max(rate * left * 0.9, 0)))
+    from vjepa2.train.schedules import WarmupStableDecay
+
+    schedule = trainer.optimizer._learning_rate  # the schedule object (not its current value)
+    if not isinstance(schedule, WarmupStableDecay):
+        raise TypeError(f"expected a WarmupStableDecay schedule; found {type(schedule)}")
+    schedule.total_steps = steps
+    schedule.warmup_steps = max(int(0.1 * steps), 1)
+    schedule.decay_steps = int(0.2 * steps)
+    if hasattr(trainer, "total_steps"):  # the EMA momentum ramp
+        trainer.total_steps = steps
+    for callback in callbacks:
+        if hasattr(callback, "total"):  # the progress printer's step count
+            callback.total = steps
+    print(f"{label}: first step (compile) {compile_seconds:.1f} s, then {rate:.1f} steps/s; "
+          f"{steps} steps in all", flush=True)
+    remaining = steps - probe_steps
+    if remaining > 0:
+        import keras
+
+        if keras.backend.backend() == "jax":
+            import jax
+
+            jax.clear_caches()  # else jit reuses the trace holding the old schedule constants
+        trainer.make_train_function(force=True)
+        deadline.until = started + 1.15 * budget  # a safety stop, not the plan
+        trainer.fit(batches, epochs=1, steps_per_epoch=remaining, verbose=0,
+                    callbacks=[deadline, *callbacks])
+    return len(deadline.times), time.time() - started, rate
+
+
+def pretrain_phase(args, data, pool, out: Path):
+    import keras
+
+    from vjepa2.train.callbacks import MetricsLogger, ProgressPrinter
+    from vjepa2.train.checkpoint import atomic_write_text
+    from vjepa2.train.pretrain import PretrainConfig, build_trainer
+
+    frames = data["frames"]
+    E, F = frames.shape[:2]
+    step_seconds = data["conventions"]["env_step_seconds"] * data["conventions"]["frame_stride"]
+    config = PretrainConfig(videos=args.arrays, out=str(out), steps=args.max_steps,
+                            preset=args.preset, batch_size=args.pretrain_batch,
+                            frames=args.frames, resolution=frames.shape[2],
+                            fps=round(1.0 / step_seconds, 3), seed=args.seed,
+                            precision=args.precision)
+    keras.utils.set_random_seed(args.seed)
+    trainer = build_trainer(config)
+    grid = (args.frames // trainer.encoder.tubelet_size,
+            frames.shape[2] // trainer.encoder.patch_size,
+            frames.shape[2] // trainer.encoder.patch_size)
+    rng = np.random.default_rng(args.seed)
+    B = args.pretrain_batch
+    masks = pool.imap(_mask_batch, ((B, k) for k in range(10**9)), chunksize=4)
+    scale = (1.0 / (255.0 * IMAGENET_STD)).astype(np.float32)
+    offset = (-IMAGENET_MEAN / IMAGENET_STD).astype(np.float32)
+    # Normalized once (ImageNet mean/std, as the video pipeline does): a batch is then one gather.
+    normalized = np.empty(frames.shape, np.float32)
+    for e in range(E):
+        normalized[e] = frames[e].astype(np.float32) * scale + offset
+
+    def batches():
+        while True:
+            e = rng.integers(E, size=B)
+            s = rng.integers(F - args.frames + 1, size=B)
+            idx = s[:, None] + np.arange(args.frames)
+            batch = {"video": normalized[e[:, None], idx]}
+            m = next(masks)
+            for i in range(len(m) // 2):
+                batch[f"context_ids_{i}"] = m[2 * i]
+                batch[f"target_ids_{i}"] = m[2 * i + 1]
+            yield (batch,)
+
+    del grid
+    out.mkdir(parents=True, exist_ok=True)
+    callbacks = [MetricsLogger(out / "metrics.jsonl"), ProgressPrinter(args.max_steps, seconds=30)]
+    steps, seconds, rate = fit_within(trainer, batches(), args.pretrain_seconds,
+                                      args.probe_steps, args.max_steps, callbacks, "pretrain")
+    final = dataclasses.replace(config, steps=steps)
+    atomic_write_text(out / "config.json", json.dumps(
+        {**final.to_json(), "preset_overrides": {}, "trained_by": "scripts/train_arrays.py",
+         "steps_per_second": rate, "seconds": seconds}, indent=2))
+    trainer.teacher.save_to_preset(out / "encoder")
+    trainer.predictor.save_to_preset(out / "predictor")
+    return {"steps": steps, "seconds": round(seconds, 1), "steps_per_second": round(rate, 2)}
+
+
+def finetune_phase(args, data, encoder_run: Path, out: Path):
+    import keras
+
+    from vjepa2.models.world_model import WorldModelConventions, save_world_model
+    from vjepa2.train.callbacks import MetricsLogger, ProgressPrinter
+    from vjepa2.train.checkpoint import atomic_write_text
+    from vjepa2.train.finetune_ac import FinetuneACConfig, build_trainer
+
+    frames, states, actions = data["frames"], data["states"], data["actions"]
+    E, F = frames.shape[:2]
+    conventions = WorldModelConventions.from_json(data["conventions"])
+    config = FinetuneACConfig(encoder=str(encoder_run), logs=args.arrays, out=str(out),
+                              steps=args.max_steps, preset=args.preset,
+                              batch_size=args.finetune_batch, clip_length=args.clip_length,
+                              frame_stride=conventions.frame_stride,
+                              image_size=conventions.image_size, seed=args.seed,
+                              precision=args.precision)
+    keras.utils.set_random_seed(args.seed + 1)
+    trainer = build_trainer(config, actions.shape[-1], states.shape[-1])
+    if keras.backend.backend() == "jax":  # no jit would run op by op
+        trainer.compile(optimizer=trainer.optimizer, jit_compile=True)
+    rng = np.random.default_rng(args.seed + 1)
+    B, T = args.finetune_batch, args.clip_length
+
+    def batches():
+        while True:
+            e = rng.integers(E, size=B)
+            s = rng.integers(F - T + 1, size=B)
+            idx = (e[:, None], s[:, None] + np.arange(T))
+            yield ({"frames": frames[idx], "actions": actions[idx], "states": states[idx]},)
+
+    out.mkdir(parents=True, exist_ok=True)
+    callbacks = [MetricsLogger(out / "metrics.jsonl"), ProgressPrinter(args.max_steps, seconds=30)]
+    steps, seconds, rate = fit_within(trainer, batches(), args.finetune_seconds,
+                                      args.probe_steps, args.max_steps, callbacks, "finetune")
+    final = dataclasses.replace(config, steps=steps)
+    atomic_write_text(out / "config.json", json.dumps(
+        {**final.to_json(), "predictor_overrides": {}, "trained_by": "scripts/train_arrays.py",
+         "steps_per_second": rate, "seconds": seconds}, indent=2))
+    save_world_model(out, trainer.encoder, trainer.predictor, conventions)
+    return {"steps": steps, "seconds": round(seconds, 1), "steps_per_second": round(rate, 2)}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--arrays", required=True, help=".npz or .npz.xz from export_arrays.py")
+    p.add_argument("--out", required=True, help="output folder (pretrain/ and world_model/)")
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--encoder", default=None,
+                   help="skip pretraining: fine-tune on this pretraining run's encoder")
+    p.add_argument("--pretrain-seconds", type=float, default=200.0)
+    p.add_argument("--finetune-seconds", type=float, default=200.0)
+    p.add_argument("--pretrain-batch", type=int, default=64)
+    p.add_argument("--finetune-batch", type=int, default=64)
+    p.add_argument("--frames", type=int, default=8, help="pretraining clip frames")
+    p.add_argument("--clip-length", type=int, default=4, help="fine-tuning clip frames")
+    p.add_argument("--probe-steps", type=int, default=40)
+    p.add_argument("--max-steps", type=int, default=100_000)
+    p.add_argument("--workers", type=int, default=8, help="mask-sampling processes")
+    p.add_argument("--precision", default="auto")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    if not Path(args.arrays).is_file():
+        print(f"train_arrays: error: no array file {args.arrays}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    t0 = time.time()
+    data = load_arrays(args.arrays)
+    E, F = data["frames"].shape[:2]
+    for name, need in (("--frames", args.frames), ("--clip-length", args.clip_length)):
+        if need > F:
+            print(f"train_arrays: error: {name} {need} > {F} frames per episode",
+                  file=sys.stderr)
+            return 2
+    print(f"{E} episodes x {F} frames of {data['frames'].shape[2]} px loaded in "
+          f"{time.time() - t0:.1f} s", flush=True)
+    import keras
+
+    patch, tubelet = 16, 2
+    size = data["frames"].shape[2]
+    grid = (args.frames // tubelet, size // patch, size // patch)
+    # Fork the mask workers before the backend starts its threads.
+    print(f"backend {keras.backend.backend()}", flush=True)
+    summary = {}
+    if args.encoder is None:
+        ctx = mp.get_context("fork")
+        with ctx.Pool(args.workers, initializer=_init_masks, initargs=(grid, args.seed)) as pool:
+            summary["pretrain"] = pretrain_phase(args, data, pool, out / "pretrain")
+    encoder_run = Path(args.encoder) if args.encoder else out / "pretrain"
+    summary["finetune"] = finetune_phase(args, data, encoder_run, out / "world_model")
+    summary["episodes"], summary["frames_per_episode"] = int(E), int(F)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(json.dumps(summary), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
