@@ -135,6 +135,7 @@ def subgoal_budgets(goal_names: Sequence[str], max_steps: int) -> list[int]:
 
 def planner_config(preset: str = "default", *, samples: int | None = None,
                    iterations: int | None = None, horizon: int | None = None,
+                   l1_radius: float | None = None,
                    metres_per_unit: float = 0.05, action_dim: int = 4) -> CEMConfig:
     """The CEM config of a named budget, in the task's action units.
 
@@ -149,6 +150,7 @@ def planner_config(preset: str = "default", *, samples: int | None = None,
         samples: overrides the preset's samples.
         iterations: overrides its iterations.
         horizon: overrides its horizon.
+        l1_radius: overrides its per-action L1 ball on the xyz dims, in metres.
         metres_per_unit: metres of gripper travel per action unit on the xyz dims.
         action_dim: the action size (the notebook's clip has one value per dim).
 
@@ -168,6 +170,8 @@ def planner_config(preset: str = "default", *, samples: int | None = None,
         config = config.replace(clip=clip)
     overrides = {k: v for k, v in dict(samples=samples, iterations=iterations,
                                        horizon=horizon).items() if v is not None}
+    if l1_radius is not None:
+        overrides.update(l1_radius=l1_radius / metres_per_unit, ball_dims=(0, 1, 2))
     try:
         return config.replace(**overrides)
     except ValueError as error:
@@ -879,11 +883,12 @@ def evaluate_cli(args) -> int:
 
         cem_config = planner_config(args.planner, samples=args.samples,
                                     iterations=args.iterations, horizon=args.horizon,
+                                    l1_radius=getattr(args, "l1_radius", None),
                                     metres_per_unit=STEP_METRES)
         args.model = SHIPPED if args.model is None else args.model
         world_model = load_model(args.model)
     else:
-        ignored = [name for name in ("model", "samples", "iterations", "horizon",
+        ignored = [name for name in ("model", "samples", "iterations", "horizon", "l1_radius",
                                      "stop_energy")
                    if getattr(args, name) is not None]
         if ignored:
@@ -893,6 +898,7 @@ def evaluate_cli(args) -> int:
                        policy=args.policy, world_model=world_model, model_path=args.model,
                        planner=args.planner, cem_config=cem_config, max_steps=args.max_steps,
                        videos=args.videos, seed=args.seed,
+                       image_size=getattr(args, "image_size", None),
                        stop_energy=stop_energy_setting(args.stop_energy, world_model))
     return 0 if results["complete"] else 1
 

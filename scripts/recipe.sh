@@ -1,44 +1,58 @@
 #!/usr/bin/env bash
 # The full recipe: reproduces the shipped world model (vjepa2/assets/world_model) and the
-# README's results table from nothing. Every step resumes when the script is run again.
+# README's results table from nothing. Every step resumes or is skipped when run again.
 #
 #   bash scripts/recipe.sh [OUT]        (default OUT: runs/recipe)
 #
-# Wall time on the 2-core development CPU, measured step by step (not in one run): logs ~7 min,
-# pretraining ~6 min, fine-tuning ~14 min, stop-rule calibration ~1 min, planner evaluation about
-# 66 min for the four tasks x 50 episodes (reach 20, grasp 17, reach_with_object 14,
-# pick_and_place 15 min; reach and grasp partly shared the cores with other jobs), baselines
-# about 17 min: about 1 h 50 min in all. EVAL_EPISODES=10 makes a quicker check.
-# `python scripts/ship_model.py "$OUT/world_model"` then installs the result as "shipped".
+# 1. Play logs in the `wide` scene variations (1300 episodes of 50 steps, 64 px; every held-out
+#    value lies between wide values, none is shared): ~12 min on the 2-core development CPU.
+# 2. Export them as one array file (36 MB, LZMA): ~2 min.
+# 3. Training, two ways:
+#    - on a GPU (how the shipped model was made): copy the array file to a machine with JAX and
+#      run `ARRAYS=... bash scripts/gpu_train.sh` (pretraining 233 s + fine-tuning 197 s on one
+#      H100: 4502 and 16701 steps at batch 128), then bring back its run folder;
+#    - here, TRAIN_ON_CPU=1: the same two phases with the same step counts and batches on the
+#      CPU (TensorFlow): days on 2 cores; set PRETRAIN_STEPS / FINETUNE_STEPS lower for a
+#      smaller model.
+# 4. Stop-rule calibration on the training logs: ~2 min.
+# 5. Zero-shot evaluation in the held-out scenes, 4 tasks x 50 episodes with the random and
+#    scripted-expert baselines: about 1 h 30 min on 2 cores. EVAL_EPISODES=10 makes a quicker check.
+# `python scripts/ship_model.py "$OUT/train/world_model"` then installs the result as "shipped".
 set -euo pipefail
 OUT=${1:-runs/recipe}
 EPISODES=${EVAL_EPISODES:-50}
 TASKS=${TASKS:-"reach grasp reach_with_object pick_and_place"}
 mkdir -p "$OUT"
 
-# 1. Robot play logs in the train scenes (520 episodes of 50 steps, 128 px, with videos).
-vjepa2 collect --task play --variation train --episodes 120 --workers 2 --videos --seed 0 \
-    --out "$OUT/logs/play_a"
-vjepa2 collect --task play --variation train --episodes 400 --workers 2 --videos --seed 20000 \
-    --out "$OUT/logs/play_b"
+# 1. Robot play logs in the wide scene variations.
+vjepa2 collect --task play --variation wide --episodes 1300 --workers 2 --image-size 64 \
+    --seed 40000 --out "$OUT/logs/play_wide"
 
-# 2. V-JEPA 2 pretraining of the tiny encoder on the videos of the first 120 episodes
-#    (64 px, 8 frames at 8 fps).
-vjepa2 pretrain --preset tiny --videos "$OUT/logs/play_a/videos" --steps 600 --frames 8 \
-    --fps 8 --resolution 64 --batch-size 8 --workers 1 --out "$OUT/pretrain" --resume
+# 2. One array file: whole episodes at the world model's frame stride (2 env steps per frame).
+if [ ! -f "$OUT/play_wide_64.npz.xz" ]; then
+    python scripts/export_arrays.py --logs "$OUT/logs/play_wide" --image-size 64 \
+        --frame-stride 2 --out "$OUT/play_wide_64.npz.xz"
+fi
 
-# 3. V-JEPA 2-AC fine-tuning on the other 400 episodes (frozen encoder; one frame step = 2 env
-#    steps; per-clip colour and viewpoint augmentation).
-vjepa2 finetune-ac --encoder "$OUT/pretrain" --logs "$OUT/logs/play_b" --image-size 64 \
-    --frame-stride 2 --steps 1500 --batch-size 16 --augment --checkpoint-every 250 \
-    --out "$OUT/world_model" --resume
+# 3. V-JEPA 2 pretraining of the tiny encoder, then V-JEPA 2-AC fine-tuning (frozen encoder).
+if [ ! -f "$OUT/train/summary.json" ]; then
+    if [ -n "${TRAIN_ON_CPU:-}" ]; then
+        python scripts/train_arrays.py --arrays "$OUT/play_wide_64.npz.xz" --out "$OUT/train" \
+            --pretrain-steps "${PRETRAIN_STEPS:-4502}" --finetune-steps "${FINETUNE_STEPS:-16701}" \
+            --pretrain-batch 128 --finetune-batch 128 --workers 2
+    else
+        echo "step 3: train on a GPU: ARRAYS=$OUT/play_wide_64.npz.xz bash scripts/gpu_train.sh," \
+             "unpack its run.tar into $OUT/train and run this script again (or TRAIN_ON_CPU=1)"
+        exit 1
+    fi
+fi
 
 # 4. The planner's stop rule, calibrated on the training logs.
-vjepa2 calibrate-stop --model "$OUT/world_model" --logs "$OUT/logs/play_b"
+vjepa2 calibrate-stop --model "$OUT/train/world_model" --logs "$OUT/logs/play_wide"
 
 # 5. Zero-shot evaluation in the held-out scenes, with the baselines in the same harness.
 for task in $TASKS; do
-    vjepa2 evaluate --model "$OUT/world_model" --task "$task" --variation heldout \
+    vjepa2 evaluate --model "$OUT/train/world_model" --task "$task" --variation heldout \
         --episodes "$EPISODES" --out "$OUT/eval/$task/planner"
     for policy in random expert; do
         vjepa2 evaluate --policy "$policy" --task "$task" --variation heldout \

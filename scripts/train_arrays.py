@@ -12,7 +12,8 @@ same objectives as `vjepa2 pretrain` and `vjepa2 finetune-ac`, built by the same
 
 Each phase first runs `--probe-steps` steps, measures its step rate, then sets its step count so
 that it ends inside its time budget, with its learning-rate schedule (10% warmup, 20% decay)
-fitted to that count. No checkpoints are written in between (use the CLI commands for resumable
+fitted to that count; `--pretrain-steps` / `--finetune-steps` fix the counts instead (to repeat
+a run's schedule on another machine: its summary.json records the counts). No checkpoints are written in between (use the CLI commands for resumable
 runs); each phase's result is written when it ends: `OUT/pretrain/{encoder,predictor,config.json,
 metrics.jsonl}` and `OUT/world_model/` (loadable by `Planner.from_run` / `load_world_model`).
 
@@ -86,15 +87,23 @@ def make_deadline(until):
     return Deadline()
 
 
-def fit_within(trainer, batches, budget, probe_steps, max_steps, callbacks, label):
+def fit_within(trainer, batches, budget, probe_steps, max_steps, callbacks, label,
+               fixed_steps=None):
     """Probe, fit the schedule to the budget, train; returns (steps, seconds, steps/s).
 
     `budget` counts the whole phase: the first compile, the probe, the retrace after the
-    schedule change (assumed to cost what the first compile cost) and the training.
+    schedule change (assumed to cost what the first compile cost) and the training. With
+    `fixed_steps` (the trainer built for that many) there is no probe and no budget.
     """
     started = time.time()
     deadline = make_deadline(float("inf"))
-    trainer.fit(batches, epochs=1, steps_per_epoch=probe_steps, verbose=0,
+    if fixed_steps:
+        trainer.fit(batches, epochs=1, steps_per_epoch=fixed_steps, verbose=0, shuffle=False,
+                    callbacks=[deadline, *callbacks])
+        times = deadline.times
+        rate = (len(times) - 1) / max(times[-1] - times[0], 1e-6)
+        return len(times), time.time() - started, rate
+    trainer.fit(batches, epochs=1, steps_per_epoch=probe_steps, verbose=0, shuffle=False,
                 callbacks=[deadline, *callbacks])
     times = deadline.times
     compile_seconds = times[0] - started
@@ -127,7 +136,7 @@ def fit_within(trainer, batches, budget, probe_steps, max_steps, callbacks, labe
             jax.clear_caches()  # else jit reuses the trace holding the old schedule constants
         trainer.make_train_function(force=True)
         deadline.until = started + 1.15 * budget  # a safety stop, not the plan
-        trainer.fit(batches, epochs=1, steps_per_epoch=remaining, verbose=0,
+        trainer.fit(batches, epochs=1, steps_per_epoch=remaining, verbose=0, shuffle=False,
                     callbacks=[deadline, *callbacks])
     return len(deadline.times), time.time() - started, rate
 
@@ -142,19 +151,23 @@ def pretrain_phase(args, data, pool, out: Path):
     frames = data["frames"]
     E, F = frames.shape[:2]
     step_seconds = data["conventions"]["env_step_seconds"] * data["conventions"]["frame_stride"]
-    config = PretrainConfig(videos=args.arrays, out=str(out), steps=args.max_steps,
+    config = PretrainConfig(videos=args.arrays, out=str(out),
+                            steps=args.pretrain_steps or args.max_steps,
                             preset=args.preset, batch_size=args.pretrain_batch,
                             frames=args.frames, resolution=frames.shape[2],
                             fps=round(1.0 / step_seconds, 3), seed=args.seed,
                             precision=args.precision)
     keras.utils.set_random_seed(args.seed)
-    trainer = build_trainer(config)
+    trainer = build_trainer(config, {k: v for k, v in args.overrides.items()
+                                     if k in ("encoder", "predictor")})
     grid = (args.frames // trainer.encoder.tubelet_size,
             frames.shape[2] // trainer.encoder.patch_size,
             frames.shape[2] // trainer.encoder.patch_size)
     rng = np.random.default_rng(args.seed)
     B = args.pretrain_batch
-    masks = pool.imap(_mask_batch, ((B, k) for k in range(10**9)), chunksize=4)
+    requests = ((B, k) for k in range(10**9))
+    masks = (pool.imap(_mask_batch, requests, chunksize=4) if pool is not None
+             else map(_mask_batch, requests))
     scale = (1.0 / (255.0 * IMAGENET_STD)).astype(np.float32)
     offset = (-IMAGENET_MEAN / IMAGENET_STD).astype(np.float32)
     # Normalized once (ImageNet mean/std, as the video pipeline does): a batch is then one gather.
@@ -176,12 +189,15 @@ def pretrain_phase(args, data, pool, out: Path):
 
     del grid
     out.mkdir(parents=True, exist_ok=True)
-    callbacks = [MetricsLogger(out / "metrics.jsonl"), ProgressPrinter(args.max_steps, seconds=30)]
+    callbacks = [MetricsLogger(out / "metrics.jsonl"), ProgressPrinter(config.steps, seconds=30)]
     steps, seconds, rate = fit_within(trainer, batches(), args.pretrain_seconds,
-                                      args.probe_steps, args.max_steps, callbacks, "pretrain")
+                                      args.probe_steps, args.max_steps, callbacks, "pretrain",
+                                      args.pretrain_steps)
     final = dataclasses.replace(config, steps=steps)
     atomic_write_text(out / "config.json", json.dumps(
-        {**final.to_json(), "preset_overrides": {}, "trained_by": "scripts/train_arrays.py",
+        {**final.to_json(), "preset_overrides": {k: v for k, v in args.overrides.items()
+                                                 if k in ("encoder", "predictor")},
+         "trained_by": "scripts/train_arrays.py",
          "steps_per_second": rate, "seconds": seconds}, indent=2))
     trainer.teacher.save_to_preset(out / "encoder")
     trainer.predictor.save_to_preset(out / "predictor")
@@ -200,13 +216,14 @@ def finetune_phase(args, data, encoder_run: Path, out: Path):
     E, F = frames.shape[:2]
     conventions = WorldModelConventions.from_json(data["conventions"])
     config = FinetuneACConfig(encoder=str(encoder_run), logs=args.arrays, out=str(out),
-                              steps=args.max_steps, preset=args.preset,
+                              steps=args.finetune_steps or args.max_steps, preset=args.preset,
                               batch_size=args.finetune_batch, clip_length=args.clip_length,
                               frame_stride=conventions.frame_stride,
                               image_size=conventions.image_size, seed=args.seed,
                               precision=args.precision)
     keras.utils.set_random_seed(args.seed + 1)
-    trainer = build_trainer(config, actions.shape[-1], states.shape[-1])
+    trainer = build_trainer(config, actions.shape[-1], states.shape[-1],
+                            args.overrides.get("ac_predictor"))
     if keras.backend.backend() == "jax":  # no jit would run op by op
         trainer.compile(optimizer=trainer.optimizer, jit_compile=True)
     rng = np.random.default_rng(args.seed + 1)
@@ -220,12 +237,14 @@ def finetune_phase(args, data, encoder_run: Path, out: Path):
             yield ({"frames": frames[idx], "actions": actions[idx], "states": states[idx]},)
 
     out.mkdir(parents=True, exist_ok=True)
-    callbacks = [MetricsLogger(out / "metrics.jsonl"), ProgressPrinter(args.max_steps, seconds=30)]
+    callbacks = [MetricsLogger(out / "metrics.jsonl"), ProgressPrinter(config.steps, seconds=30)]
     steps, seconds, rate = fit_within(trainer, batches(), args.finetune_seconds,
-                                      args.probe_steps, args.max_steps, callbacks, "finetune")
+                                      args.probe_steps, args.max_steps, callbacks, "finetune",
+                                      args.finetune_steps)
     final = dataclasses.replace(config, steps=steps)
     atomic_write_text(out / "config.json", json.dumps(
-        {**final.to_json(), "predictor_overrides": {}, "trained_by": "scripts/train_arrays.py",
+        {**final.to_json(), "predictor_overrides": args.overrides.get("ac_predictor", {}),
+         "trained_by": "scripts/train_arrays.py",
          "steps_per_second": rate, "seconds": seconds}, indent=2))
     save_world_model(out, trainer.encoder, trainer.predictor, conventions)
     return {"steps": steps, "seconds": round(seconds, 1), "steps_per_second": round(rate, 2)}
@@ -236,6 +255,9 @@ def main(argv=None) -> int:
     p.add_argument("--arrays", required=True, help=".npz or .npz.xz from export_arrays.py")
     p.add_argument("--out", required=True, help="output folder (pretrain/ and world_model/)")
     p.add_argument("--preset", default="tiny")
+    p.add_argument("--overrides", type=json.loads, default={},
+                   help='preset overrides as JSON: {"encoder": {...}, "predictor": {...}, '
+                        '"ac_predictor": {...}}')
     p.add_argument("--encoder", default=None,
                    help="skip pretraining: fine-tune on this pretraining run's encoder")
     p.add_argument("--pretrain-seconds", type=float, default=200.0)
@@ -244,12 +266,25 @@ def main(argv=None) -> int:
     p.add_argument("--finetune-batch", type=int, default=64)
     p.add_argument("--frames", type=int, default=8, help="pretraining clip frames")
     p.add_argument("--clip-length", type=int, default=4, help="fine-tuning clip frames")
+    p.add_argument("--pretrain-steps", type=int, default=None,
+                   help="a fixed step count instead of --pretrain-seconds (no probe)")
+    p.add_argument("--finetune-steps", type=int, default=None,
+                   help="a fixed step count instead of --finetune-seconds (no probe)")
     p.add_argument("--probe-steps", type=int, default=40)
     p.add_argument("--max-steps", type=int, default=100_000)
-    p.add_argument("--workers", type=int, default=8, help="mask-sampling processes")
+    p.add_argument("--workers", type=int, default=8,
+                   help="mask-sampling processes (0: in this process)")
     p.add_argument("--precision", default="auto")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    for name in ("pretrain_seconds", "finetune_seconds", "pretrain_batch", "finetune_batch",
+                 "probe_steps", "max_steps", "workers", "pretrain_steps", "finetune_steps"):
+        value = getattr(args, name)
+        if value is not None and (value < 0 if name == "workers" else value <= 0):
+            bound = ">= 0" if name == "workers" else "> 0"
+            print(f"train_arrays: error: --{name.replace('_', '-')} must be {bound}; received "
+                  f"{value}", file=sys.stderr)
+            return 2
     if not Path(args.arrays).is_file():
         print(f"train_arrays: error: no array file {args.arrays}", file=sys.stderr)
         return 2
@@ -266,20 +301,31 @@ def main(argv=None) -> int:
           f"{time.time() - t0:.1f} s", flush=True)
     import keras
 
-    patch, tubelet = 16, 2
+    unknown = sorted(set(args.overrides) - {"encoder", "predictor", "ac_predictor"})
+    if not isinstance(args.overrides, dict) or unknown:
+        print(f"train_arrays: error: --overrides takes encoder, predictor and ac_predictor; "
+              f"received {unknown or args.overrides!r}", file=sys.stderr)
+        return 2
+    patch = args.overrides.get("encoder", {}).get("patch_size", 16)
+    tubelet = args.overrides.get("encoder", {}).get("tubelet_size", 2)
     size = data["frames"].shape[2]
     grid = (args.frames // tubelet, size // patch, size // patch)
     # Fork the mask workers before the backend starts its threads.
     print(f"backend {keras.backend.backend()}", flush=True)
     summary = {}
-    if args.encoder is None:
+    if args.encoder is None and args.workers == 0:
+        _init_masks(grid, args.seed)
+        summary["pretrain"] = pretrain_phase(args, data, None, out / "pretrain")
+    elif args.encoder is None:
         ctx = mp.get_context("fork")
         with ctx.Pool(args.workers, initializer=_init_masks, initargs=(grid, args.seed)) as pool:
             summary["pretrain"] = pretrain_phase(args, data, pool, out / "pretrain")
     encoder_run = Path(args.encoder) if args.encoder else out / "pretrain"
     summary["finetune"] = finetune_phase(args, data, encoder_run, out / "world_model")
     summary["episodes"], summary["frames_per_episode"] = int(E), int(F)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    from vjepa2.train.checkpoint import atomic_write_text
+
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     print(json.dumps(summary), flush=True)
     return 0
 

@@ -163,6 +163,10 @@ def test_planner_presets_in_env_units():
     notebook = planner_config("notebook")
     assert notebook.clip == pytest.approx((1.0, 1.0, 1.0, 0.75))
     assert planner_config("default", samples=64, iterations=2, horizon=3).horizon == 3
+    ball = planner_config("default", l1_radius=0.075)  # metres -> units of 0.05 m, xyz only
+    assert ball.l1_radius == pytest.approx(1.5) and ball.ball_dims == (0, 1, 2)
+    with pytest.raises(UsageError, match="l1_radius"):
+        planner_config("default", l1_radius=-0.1)
     with pytest.raises(UsageError, match="samples must be >= elites"):
         planner_config("default", samples=4)
     with pytest.raises(UsageError, match="unknown planner preset"):

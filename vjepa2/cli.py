@@ -242,11 +242,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=_positive_int, default=None,
                    help="override CEM iterations")
     p.add_argument("--horizon", type=_positive_int, default=None, help="override CEM horizon")
+    p.add_argument("--l1-radius", type=float, default=None,
+                   help="override the CEM's per-action L1 ball on the gripper's xyz move, in "
+                   "metres (the reference: 0.075)")
     p.add_argument("--max-steps", type=_positive_int, default=None,
                    help="actions per episode (default: the task's budget)")
     p.add_argument("--videos", type=int, default=4,
                    help="episodes to save as mp4 (observation beside goal, energy curve)")
     p.add_argument("--seed", type=int, default=1000, help="base seed; episode i uses seed + i")
+    p.add_argument("--image-size", type=_positive_int, default=None,
+                   help="camera frame size in px (default 128; the world model resizes frames "
+                   "to its own size)")
     p.add_argument("--stop-energy", type=float, default=None,
                    help="the planner's stop rule: end the episode once the observed frame's "
                    "latent distance to the goal is at most this (default: the model's "

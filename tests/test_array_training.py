@@ -1,0 +1,76 @@
+"""Training from exported arrays (the TensorFlow-free path for GPU machines)."""
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.helpers import MICRO_OVERRIDES
+from tests.test_ac_predictor import _write_logs
+from vjepa2.data import rlds
+from vjepa2.models import VideoEncoder
+from vjepa2.models.world_model import load_world_model
+
+MICRO = {**MICRO_OVERRIDES, "ac_predictor": dict(embed_dim=24, depth=1, num_heads=2, mlp_dim=48)}
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+
+
+def _script(name):
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def arrays(tmp_path_factory):
+    logs = _write_logs(tmp_path_factory.mktemp("logs"), episodes=3, length=9)
+    out = tmp_path_factory.mktemp("arrays") / "logs.npz.xz"
+    summary = _script("export_arrays").export([str(logs)], str(out), image_size=64,
+                                               frame_stride=2)
+    return logs, out, summary
+
+
+def test_export_cuts_whole_episodes_as_finetune_ac_does(arrays):
+    logs, path, summary = arrays
+    assert summary["episodes"] == 3 and summary["frames"] == 4  # (9 - 1) // 2 frames
+    data = _script("train_arrays").load_arrays(str(path))
+    clips = rlds.make_clip_dataset(str(logs), clip_length=4, frame_stride=2, batch_size=1,
+                                   shuffle=False, clip_shift=9, image_size=64)
+    for e, clip in enumerate(clips):
+        for key in ("frames", "states", "actions"):
+            np.testing.assert_array_equal(data[key][e], clip[key].numpy()[0])
+    assert data["conventions"]["frame_stride"] == 2
+    assert data["conventions"]["action_high"] == [2.0, 2.0, 2.0, 1.0]
+
+
+def test_training_from_arrays_gives_a_loadable_world_model(arrays, tmp_path, capsys):
+    _, path, _ = arrays
+    train = _script("train_arrays")
+    code = train.main(["--arrays", str(path), "--out", str(tmp_path), "--frames", "4",
+                       "--clip-length", "3", "--pretrain-steps", "2", "--finetune-steps", "2",
+                       "--pretrain-batch", "2", "--finetune-batch", "2", "--workers", "0",
+                       "--precision", "float32", "--overrides", json.dumps(MICRO)])
+    assert code == 0, capsys.readouterr().err
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["pretrain"]["steps"] == 2 and summary["finetune"]["steps"] == 2
+    model = load_world_model(tmp_path / "world_model")
+    assert model.conventions["frame_stride"] == 2 and model.conventions["image_size"] == 64
+    pretrained = VideoEncoder.from_preset(tmp_path / "pretrain" / "encoder")
+    for a, b in zip(pretrained.weights, model.encoder.weights, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # frozen, as pretrained
+    lines = (tmp_path / "world_model" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in lines] == [1, 2]
+
+
+def test_bad_arguments_give_one_line_errors(arrays, tmp_path, capsys):
+    _, path, _ = arrays
+    train = _script("train_arrays")
+    assert train.main(["--arrays", str(tmp_path / "none.npz"), "--out", str(tmp_path)]) == 2
+    assert "no array file" in capsys.readouterr().err
+    assert train.main(["--arrays", str(path), "--out", str(tmp_path), "--frames", "6"]) == 2
+    assert "--frames 6 > 4 frames per episode" in capsys.readouterr().err
+    assert train.main(["--arrays", str(path), "--out", str(tmp_path),
+                       "--pretrain-seconds", "0"]) == 2
+    assert "--pretrain-seconds must be > 0; received 0.0" in capsys.readouterr().err
