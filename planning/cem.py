@@ -44,7 +44,8 @@ class CEMConfig:
         samples: candidate action sequences per iteration.
         elites: lowest-energy candidates the Gaussian is refitted to (top-k).
         iterations: CEM iterations per plan.
-        horizon: planned steps `H`; only the first is executed by MPC.
+        horizon: planned steps `H`; only the first is executed by MPC. The default 1 is the
+            reference planner's (and gave more reach successes than 2 on validation episodes).
         init_std: initial standard deviation, as a fraction of each action dim's half-range
             `(high - low) / 2` (after `clip`), so one value fits actions of any scale.
         min_std: floor on the standard deviation, same units as `init_std`; keeps the search from
@@ -70,7 +71,7 @@ class CEMConfig:
     samples: int = 64
     elites: int = 10
     iterations: int = 2
-    horizon: int = 2
+    horizon: int = 1
     init_std: float = 0.5
     min_std: float = 0.02
     momentum_mean: float = 0.0

@@ -361,7 +361,7 @@ def test_point_model_follows_the_protocol():
 
 
 def test_planner_api_plans_and_caches_goal():
-    planner = _point_planner(samples=128, iterations=4)
+    planner = _point_planner(samples=128, iterations=4, horizon=2)
     model = planner.world_model
     frame, goal = render_point((0.2, 0.2)), render_point((0.5, 0.5))
     result = planner.plan(frame, np.array([0.2, 0.2]), goal)
@@ -438,7 +438,7 @@ def test_mpc_drives_point_to_goal():
 
 def test_mpc_subgoal_schedule_and_stop_rule():
     env = PointEnv(start=(0.2, 0.25))
-    planner = _point_planner()
+    planner = _point_planner(horizon=2)
     waypoint, goal = render_point((0.5, 0.25)), render_point((0.5, 0.7))
     result = MPC(planner, env, [(waypoint, 5), (goal, 7)], record_frames=True).run()
     assert result.goal_index.tolist() == [0] * 5 + [1] * 7
