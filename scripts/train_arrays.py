@@ -187,7 +187,8 @@ def pretrain_phase(args, data, pool, out: Path):
                 batch[f"target_ids_{i}"] = m[2 * i + 1]
             yield (batch,)
 
-    del grid
+    if grid != args.mask_grid:  # the mask workers were started before the model existed
+        raise ValueError(f"mask grid {args.mask_grid} does not match the encoder's {grid}")
     out.mkdir(parents=True, exist_ok=True)
     callbacks = [MetricsLogger(out / "metrics.jsonl"), ProgressPrinter(config.steps, seconds=30)]
     steps, seconds, rate = fit_within(trainer, batches(), args.pretrain_seconds,
@@ -289,6 +290,12 @@ def main(argv=None) -> int:
         print(f"train_arrays: error: no array file {args.arrays}", file=sys.stderr)
         return 2
     out = Path(args.out)
+    taken = [p for p in (out / "summary.json", out / "pretrain", out / "world_model")
+             if p.exists()]
+    if taken:
+        print(f"train_arrays: error: --out {out} already holds a run ({taken[0].name}); choose "
+              "another folder", file=sys.stderr)
+        return 2
     t0 = time.time()
     data = load_arrays(args.arrays)
     E, F = data["frames"].shape[:2]
@@ -311,6 +318,7 @@ def main(argv=None) -> int:
     size = data["frames"].shape[2]
     grid = (args.frames // tubelet, size // patch, size // patch)
     # Fork the mask workers before the backend starts its threads.
+    args.mask_grid = grid
     print(f"backend {keras.backend.backend()}", flush=True)
     summary = {}
     if args.encoder is None and args.workers == 0:

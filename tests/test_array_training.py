@@ -74,3 +74,6 @@ def test_bad_arguments_give_one_line_errors(arrays, tmp_path, capsys):
     assert train.main(["--arrays", str(path), "--out", str(tmp_path),
                        "--pretrain-seconds", "0"]) == 2
     assert "--pretrain-seconds must be > 0; received 0.0" in capsys.readouterr().err
+    (tmp_path / "world_model").mkdir()  # an earlier run is never overwritten
+    assert train.main(["--arrays", str(path), "--out", str(tmp_path)]) == 2
+    assert "already holds a run (world_model)" in capsys.readouterr().err
