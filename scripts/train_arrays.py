@@ -36,9 +36,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-IMAGENET_MEAN = np.array((0.485, 0.456, 0.406), np.float32)
-IMAGENET_STD = np.array((0.229, 0.224, 0.225), np.float32)
-
 
 def load_arrays(path: str) -> dict:
     raw = Path(path).read_bytes()
@@ -141,11 +138,27 @@ def fit_within(trainer, batches, budget, probe_steps, max_steps, callbacks, labe
     return len(deadline.times), time.time() - started, rate
 
 
+def train_and_record(trainer, batches, config, out: Path, budget, fixed_steps, args, label,
+                     overrides_record: dict) -> dict:
+    """Runs `fit_within` with metrics and progress, then writes the run's `config.json` with
+    the step count actually trained; returns the phase summary."""
+    from vjepa2.train.callbacks import MetricsLogger, ProgressPrinter
+    from vjepa2.train.checkpoint import atomic_write_text
+
+    out.mkdir(parents=True, exist_ok=True)
+    callbacks = [MetricsLogger(out / "metrics.jsonl"), ProgressPrinter(config.steps, seconds=30)]
+    steps, seconds, rate = fit_within(trainer, batches, budget, args.probe_steps,
+                                      args.max_steps, callbacks, label, fixed_steps)
+    final = dataclasses.replace(config, steps=steps)
+    atomic_write_text(out / "config.json", json.dumps(
+        {**final.to_json(), **overrides_record, "trained_by": "scripts/train_arrays.py",
+         "steps_per_second": rate, "seconds": seconds}, indent=2))
+    return {"steps": steps, "seconds": round(seconds, 1), "steps_per_second": round(rate, 2)}
+
+
 def pretrain_phase(args, data, pool, out: Path):
     import keras
 
-    from vjepa2.train.callbacks import MetricsLogger, ProgressPrinter
-    from vjepa2.train.checkpoint import atomic_write_text
     from vjepa2.train.pretrain import PretrainConfig, build_trainer
 
     frames = data["frames"]
@@ -158,8 +171,8 @@ def pretrain_phase(args, data, pool, out: Path):
                             fps=round(1.0 / step_seconds, 3), seed=args.seed,
                             precision=args.precision)
     keras.utils.set_random_seed(args.seed)
-    trainer = build_trainer(config, {k: v for k, v in args.overrides.items()
-                                     if k in ("encoder", "predictor")})
+    encoder_overrides = {k: v for k, v in args.overrides.items() if k in ("encoder", "predictor")}
+    trainer = build_trainer(config, encoder_overrides)
     grid = (args.frames // trainer.encoder.tubelet_size,
             frames.shape[2] // trainer.encoder.patch_size,
             frames.shape[2] // trainer.encoder.patch_size)
@@ -168,8 +181,10 @@ def pretrain_phase(args, data, pool, out: Path):
     requests = ((B, k) for k in range(10**9))
     masks = (pool.imap(_mask_batch, requests, chunksize=4) if pool is not None
              else map(_mask_batch, requests))
-    scale = (1.0 / (255.0 * IMAGENET_STD)).astype(np.float32)
-    offset = (-IMAGENET_MEAN / IMAGENET_STD).astype(np.float32)
+    from vjepa2.data.video import IMAGENET_MEAN, IMAGENET_STD  # no TensorFlow import
+
+    mean, std = np.asarray(IMAGENET_MEAN, np.float32), np.asarray(IMAGENET_STD, np.float32)
+    scale, offset = 1.0 / (255.0 * std), -mean / std
     # Normalized once (ImageNet mean/std, as the video pipeline does): a batch is then one gather.
     normalized = np.empty(frames.shape, np.float32)
     for e in range(E):
@@ -189,28 +204,18 @@ def pretrain_phase(args, data, pool, out: Path):
 
     if grid != args.mask_grid:  # the mask workers were started before the model existed
         raise ValueError(f"mask grid {args.mask_grid} does not match the encoder's {grid}")
-    out.mkdir(parents=True, exist_ok=True)
-    callbacks = [MetricsLogger(out / "metrics.jsonl"), ProgressPrinter(config.steps, seconds=30)]
-    steps, seconds, rate = fit_within(trainer, batches(), args.pretrain_seconds,
-                                      args.probe_steps, args.max_steps, callbacks, "pretrain",
-                                      args.pretrain_steps)
-    final = dataclasses.replace(config, steps=steps)
-    atomic_write_text(out / "config.json", json.dumps(
-        {**final.to_json(), "preset_overrides": {k: v for k, v in args.overrides.items()
-                                                 if k in ("encoder", "predictor")},
-         "trained_by": "scripts/train_arrays.py",
-         "steps_per_second": rate, "seconds": seconds}, indent=2))
+    summary = train_and_record(trainer, batches(), config, out, args.pretrain_seconds,
+                               args.pretrain_steps, args, "pretrain",
+                               {"preset_overrides": encoder_overrides})
     trainer.teacher.save_to_preset(out / "encoder")
     trainer.predictor.save_to_preset(out / "predictor")
-    return {"steps": steps, "seconds": round(seconds, 1), "steps_per_second": round(rate, 2)}
+    return summary
 
 
 def finetune_phase(args, data, encoder_run: Path, out: Path):
     import keras
 
     from vjepa2.models.world_model import WorldModelConventions, save_world_model
-    from vjepa2.train.callbacks import MetricsLogger, ProgressPrinter
-    from vjepa2.train.checkpoint import atomic_write_text
     from vjepa2.train.finetune_ac import FinetuneACConfig, build_trainer
 
     frames, states, actions = data["frames"], data["states"], data["actions"]
@@ -237,18 +242,11 @@ def finetune_phase(args, data, encoder_run: Path, out: Path):
             idx = (e[:, None], s[:, None] + np.arange(T))
             yield ({"frames": frames[idx], "actions": actions[idx], "states": states[idx]},)
 
-    out.mkdir(parents=True, exist_ok=True)
-    callbacks = [MetricsLogger(out / "metrics.jsonl"), ProgressPrinter(config.steps, seconds=30)]
-    steps, seconds, rate = fit_within(trainer, batches(), args.finetune_seconds,
-                                      args.probe_steps, args.max_steps, callbacks, "finetune",
-                                      args.finetune_steps)
-    final = dataclasses.replace(config, steps=steps)
-    atomic_write_text(out / "config.json", json.dumps(
-        {**final.to_json(), "predictor_overrides": args.overrides.get("ac_predictor", {}),
-         "trained_by": "scripts/train_arrays.py",
-         "steps_per_second": rate, "seconds": seconds}, indent=2))
+    summary = train_and_record(trainer, batches(), config, out, args.finetune_seconds,
+                               args.finetune_steps, args, "finetune",
+                               {"predictor_overrides": args.overrides.get("ac_predictor", {})})
     save_world_model(out, trainer.encoder, trainer.predictor, conventions)
-    return {"steps": steps, "seconds": round(seconds, 1), "steps_per_second": round(rate, 2)}
+    return summary
 
 
 def main(argv=None) -> int:
