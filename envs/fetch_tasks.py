@@ -76,8 +76,10 @@ class FetchGoalImageEnv(MujocoFetchEnv):
     - `grasp`: the object held between both fingers, lifted 0.10 m above its start.
     - `reach_with_object`: the held object at a point 0.03-0.20 m above its resting height.
     - `pick_and_place`: the object at a point on the table (half the episodes) or in the air
-      (0.03-0.20 m up); sub-goals `grasp` (held and lifted 0.10 m at its start) and `near_goal`
-      (held 0.06 m above the goal).
+      (0.03-0.20 m up); sub-goals `pregrasp` (the open fingers lowered around the resting
+      object), `grasp` (held and lifted 0.10 m at its start) and `near_goal` (held 0.06 m above
+      the goal).
+    - `grasp` has the sub-goal `pregrasp` too.
 
     **Success** (`info["is_success"]`, also `envs.tasks.is_success`): the achieved goal within
     0.05 m of the desired goal; for `grasp` and `reach_with_object` the object must also touch
@@ -114,7 +116,7 @@ class FetchGoalImageEnv(MujocoFetchEnv):
 
     env = gym.make("VJEPA/PickAndPlace-v0", variation="heldout", image_size=128)
     obs, info = env.reset(seed=0)
-    goals = info["goal_images"]  # {"grasp": ..., "near_goal": ..., "goal": ...}
+    goals = info["goal_images"]  # {"pregrasp": ..., "grasp": ..., "near_goal": ..., "goal": ...}
     obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
     ```
     """
@@ -508,6 +510,8 @@ class FetchGoalImageEnv(MujocoFetchEnv):
                 self._place_object(self.goal, yaw=None)
                 above = self.goal + [0.0, 0.0, self._object_half_size + 0.05]
                 self._drive_gripper(above, grip_ctrl=0.0, pin=self.goal)
+            elif name == "pregrasp":
+                self._simulate_pregrasp(obj)
             elif name == "grasp":
                 self._simulate_holding(np.array([obj[0], obj[1], obj[2] + LIFT_HEIGHT]))
             elif name == "near_goal":
@@ -555,6 +559,18 @@ class FetchGoalImageEnv(MujocoFetchEnv):
                 self._utils.set_joint_qpos(self.model, self.data, "object0:joint", pinned)
                 self._utils.set_joint_qvel(self.model, self.data, "object0:joint", np.zeros(6))
                 mujoco.mj_forward(self.model, self.data)
+
+    def _simulate_pregrasp(self, object_pos: np.ndarray) -> None:
+        """Simulates the open fingers lowered around the object resting at `object_pos`."""
+        object_pos = np.asarray(object_pos, np.float64)
+        target = np.array([object_pos[0], object_pos[1], max(object_pos[2], self._min_grip_z())])
+        for g in self._ids.object_active_geoms(self.model):
+            self.model.geom_contype[g] = self.model.geom_conaffinity[g] = 0
+        self._drive_gripper(target, grip_ctrl=0.05, pin=object_pos)
+        for g in self._ids.object_active_geoms(self.model):
+            self.model.geom_contype[g] = self.model.geom_conaffinity[g] = 1
+        self._drive_gripper(target, grip_ctrl=0.05, steps=2, pin=object_pos)
+        mujoco.mj_forward(self.model, self.data)
 
     def _simulate_holding(self, object_pos: np.ndarray) -> None:
         """Simulates the object held between the closed fingers at `object_pos` and settles it."""

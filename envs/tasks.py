@@ -47,9 +47,9 @@ TASKS: dict[str, TaskSpec] = {
     for spec in (
         TaskSpec("reach", "Reach", "gripper", False, ("goal",)),
         TaskSpec("push", "Push", "object", False, ("goal",)),
-        TaskSpec("grasp", "Grasp", "object", True, ("goal",)),
+        TaskSpec("grasp", "Grasp", "object", True, ("pregrasp", "goal")),
         TaskSpec("reach_with_object", "ReachWithObject", "object", True, ("goal",)),
-        TaskSpec("pick_and_place", "PickAndPlace", "object", False, ("grasp", "near_goal", "goal")),
+        TaskSpec("pick_and_place", "PickAndPlace", "object", False, ("pregrasp", "grasp", "near_goal", "goal")),
     )
 }
 TASK_NAMES: tuple[str, ...] = tuple(TASKS)

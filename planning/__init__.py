@@ -12,7 +12,7 @@ from planning.api import PlanInputError, Planner
 from planning.cem import CEMConfig, CEMPlanner, PlanResult, project_l1_ball, sample_candidates
 from planning.energy import EnergyConfig, l1_energy, l2_energy, make_energy, step_distances
 from planning.evaluation import evaluate, wilson_interval
-from planning.mpc import MPC, MPCResult
+from planning.mpc import MPC, GripperLatch, MPCResult
 from planning.protocol import WorldModel
 from planning.remote_env import RemoteEnv, RemoteEnvError
 from planning.schedule import SubgoalSchedule
@@ -21,6 +21,7 @@ __all__ = [
     "CEMConfig",
     "CEMPlanner",
     "EnergyConfig",
+    "GripperLatch",
     "MPC",
     "MPCResult",
     "PlanInputError",

@@ -48,7 +48,7 @@ import numpy as np
 from planning.api import Planner
 from planning.cem import CEMConfig
 from planning.energy import EnergyConfig
-from planning.mpc import MPC
+from planning.mpc import MPC, GripperLatch
 from planning.remote_env import RemoteEnv
 from vjepa2.errors import UsageError
 
@@ -56,7 +56,7 @@ POLICIES = ("planner", "random", "expert")
 PLANNER_PRESETS = ("default", "reference", "notebook")
 VARIATIONS = ("train", "wide", "heldout")
 # The reference's pick-and-place re-plans per sub-goal image; scaled to the episode budget.
-REFERENCE_SUBGOAL_REPLANS = {"grasp": 4, "near_goal": 10, "goal": 4}
+REFERENCE_SUBGOAL_REPLANS = {"pregrasp": 4, "grasp": 4, "near_goal": 10, "goal": 4}
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 SETTINGS_FILE = "evaluation.json"
 EPISODES_FILE = "episodes.jsonl"
@@ -135,7 +135,7 @@ def subgoal_budgets(goal_names: Sequence[str], max_steps: int) -> list[int]:
 
 def planner_config(preset: str = "default", *, samples: int | None = None,
                    iterations: int | None = None, horizon: int | None = None,
-                   l1_radius: float | None = None,
+                   l1_radius: float | None = None, xyz_clip: float | None = None,
                    metres_per_unit: float = 0.05, action_dim: int = 4) -> CEMConfig:
     """The CEM config of a named budget, in the task's action units.
 
@@ -151,6 +151,8 @@ def planner_config(preset: str = "default", *, samples: int | None = None,
         iterations: overrides its iterations.
         horizon: overrides its horizon.
         l1_radius: overrides its per-action L1 ball on the xyz dims, in metres.
+        xyz_clip: overrides its per-axis limit on each xyz delta, in metres (the notebook:
+            0.05); the gripper dim keeps the preset's limit (the notebook's 0.75) or none.
         metres_per_unit: metres of gripper travel per action unit on the xyz dims.
         action_dim: the action size (the notebook's clip has one value per dim).
 
@@ -172,6 +174,11 @@ def planner_config(preset: str = "default", *, samples: int | None = None,
                                        horizon=horizon).items() if v is not None}
     if l1_radius is not None:
         overrides.update(l1_radius=l1_radius / metres_per_unit, ball_dims=(0, 1, 2))
+    if xyz_clip is not None:
+        if not (np.isfinite(xyz_clip) and xyz_clip > 0):
+            raise UsageError(f"--xyz-clip must be > 0 metres; received {xyz_clip}")
+        rest = config.clip[3:] if config.clip is not None else (1.0,) * (action_dim - 3)
+        overrides.update(clip=(xyz_clip / metres_per_unit,) * 3 + tuple(rest))
     try:
         return config.replace(**overrides)
     except ValueError as error:
@@ -288,12 +295,14 @@ class _Episode:
 def _run_planner_episode(env: RemoteEnv, planner: Planner, seed: int, goal_names: list,
                          budgets: list, replans: int, record: bool,
                          stop_energy: float | None, context_frames: int, frame_stride: int,
-                         delta_dims: Sequence[int]) -> _Episode:
+                         delta_dims: Sequence[int], early_advance: bool = False,
+                         gripper: GripperLatch | None = None) -> _Episode:
     obs, info = env.reset(seed=seed)
     goal_images = [np.asarray(info["goal_images"][n]) for n in goal_names]
     view = _PlannerView(env, seed, obs, info, frame_stride, delta_dims)
     mpc = MPC(planner, view, list(zip(goal_images, budgets)), max_steps=replans,
-              stop_energy=stop_energy, record_frames=record, context_frames=context_frames)
+              stop_energy=stop_energy, record_frames=record, context_frames=context_frames,
+              early_advance=early_advance, gripper=gripper)
     result = mpc.run(seed=seed)
     index = [int(i) for i in result.goal_index]
     last = index[-1] if index else 0
@@ -647,7 +656,9 @@ def evaluate(task: str, episodes: int, out: str | os.PathLike, *, variation: str
              energy: EnergyConfig | None = None, max_steps: int | None = None,
              videos: int = 4, seed: int = 1000, image_size: int | None = None,
              noise: float | None = None, stop_energy: float | None = None,
-             context_frames: int = 1, progress: bool = True) -> dict:
+             context_frames: int = 1, goals: Sequence[str] | None = None,
+             early_advance: bool = False, gripper_latch: float | None = None,
+             progress: bool = True) -> dict:
     """Runs (or continues) an evaluation and writes its outputs into `out`.
 
     Args:
@@ -674,6 +685,13 @@ def evaluate(task: str, episodes: int, out: str | os.PathLike, *, variation: str
         stop_energy: the planner's stop rule (latent distance to the final goal); `None`
             runs every episode to its budget.
         context_frames: frames of context the world model sees (the reference: 1).
+        goals: names of the task's goal images to pursue, in order, ending with `"goal"`
+            (default: all of the task's, e.g. grasp's `pregrasp, goal`); `["goal"]` plans
+            towards the final goal image alone.
+        early_advance: let the stop rule end an intermediate sub-goal before its budget (off:
+            the reference's fixed sub-goal budgets; the stop rule then only ends the episode).
+        gripper_latch: if set, the gripper is executed as open/close, switching only when the
+            planned value is at least this far from zero (`planning.GripperLatch`).
         progress: print a line per episode.
 
     Returns:
@@ -711,7 +729,26 @@ def evaluate(task: str, episodes: int, out: str | os.PathLike, *, variation: str
     if replans < 1:
         raise UsageError(f"--max-steps {max_steps} is shorter than the world model's frame "
                          f"stride {frame_stride}")
-    goal_names = list(spec.goal_names) if policy == "planner" else ["goal"]
+    if goals is not None:
+        goals = list(goals)
+        unknown = [g for g in goals if g not in spec.goal_names]
+        if unknown or not goals or goals[-1] != "goal" or len(set(goals)) != len(goals):
+            raise UsageError(f"--goals must name distinct goal images of {task} ("
+                             f"{', '.join(spec.goal_names)}) ending with goal; received "
+                             f"{','.join(goals)}")
+        if policy != "planner":
+            raise UsageError(f"--goals applies to the planner; the {policy} baseline pursues "
+                             "the final goal")
+    if gripper_latch is not None:
+        if policy != "planner":
+            raise UsageError(f"--gripper-latch applies to the planner, not the {policy} baseline")
+        latch = GripperLatch(threshold=float(gripper_latch)) if np.isfinite(gripper_latch) \
+            and gripper_latch >= 0 else None
+        if latch is None:
+            raise UsageError(f"--gripper-latch must be >= 0; received {gripper_latch}")
+    else:
+        latch = None
+    goal_names = (goals or list(spec.goal_names)) if policy == "planner" else ["goal"]
     budgets = subgoal_budgets(goal_names, replans)
     planner_info = baseline_info = model_info = None
     if policy == "planner":
@@ -725,6 +762,8 @@ def evaluate(task: str, episodes: int, out: str | os.PathLike, *, variation: str
             "action_units": f"env actions: xyz in units of {STEP_METRES} m per step, gripper "
                             "in [-1, 1]; metre-valued preset limits converted to these units",
             "stop_energy": stop_energy,
+            "early_advance": bool(early_advance),
+            "gripper_latch": None if gripper_latch is None else float(gripper_latch),
             "context_frames": context_frames,
             "frame_stride": frame_stride,
             "replans": replans,
@@ -797,7 +836,8 @@ def evaluate(task: str, episodes: int, out: str | os.PathLike, *, variation: str
                 if policy == "planner":
                     ep = _run_planner_episode(env, plan, ep_seed, goal_names, budgets,
                                               replans, record_video, stop_energy,
-                                              context_frames, frame_stride, delta_dims)
+                                              context_frames, frame_stride, delta_dims,
+                                              early_advance, latch)
                 else:
                     ep = _run_baseline_episode(env, policy, ep_seed, max_steps, record_video)
                 record = _episode_record(ep, index, replans if plan else max_steps,
@@ -884,12 +924,13 @@ def evaluate_cli(args) -> int:
         cem_config = planner_config(args.planner, samples=args.samples,
                                     iterations=args.iterations, horizon=args.horizon,
                                     l1_radius=getattr(args, "l1_radius", None),
+                                    xyz_clip=getattr(args, "xyz_clip", None),
                                     metres_per_unit=STEP_METRES)
         args.model = SHIPPED if args.model is None else args.model
         world_model = load_model(args.model)
     else:
         ignored = [name for name in ("model", "samples", "iterations", "horizon", "l1_radius",
-                                     "stop_energy")
+                                     "xyz_clip", "stop_energy", "goals", "gripper_latch")
                    if getattr(args, name) is not None]
         if ignored:
             raise UsageError(f"--policy {args.policy} takes no "
@@ -899,7 +940,11 @@ def evaluate_cli(args) -> int:
                        planner=args.planner, cem_config=cem_config, max_steps=args.max_steps,
                        videos=args.videos, seed=args.seed,
                        image_size=getattr(args, "image_size", None),
-                       stop_energy=stop_energy_setting(args.stop_energy, world_model))
+                       stop_energy=stop_energy_setting(args.stop_energy, world_model),
+                       goals=(None if getattr(args, "goals", None) is None
+                              else [g.strip() for g in args.goals.split(",")]),
+                       early_advance=bool(getattr(args, "early_advance", False)),
+                       gripper_latch=getattr(args, "gripper_latch", None))
     return 0 if results["complete"] else 1
 
 

@@ -56,6 +56,49 @@ class MPCResult:
     frames: list | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class GripperLatch:
+    """Executes one action dim as a binary open/close command that switches with hysteresis.
+
+    A gripper commanded by the sign of a continuous value (Fetch: the finger target moves by
+    the command, so any value past a few hundredths opens or closes fully) follows the
+    planner's sampling noise whenever the energy barely depends on it, and drops what it holds.
+    The latch executes `high` or `low` and switches only when the planned value is at least
+    `threshold` away from zero in the other direction; the first plan of an episode sets it.
+    Many learned robot policies binarize the gripper the same way.
+
+    Args:
+        dim: index of the gripper in the action vector (negative counts from the end).
+        threshold: `|planned value|` needed to switch, in action units.
+        low: the executed "close" command.
+        high: the executed "open" command.
+    """
+
+    dim: int = -1
+    threshold: float = 0.6
+    low: float = -1.0
+    high: float = 1.0
+
+    def __post_init__(self):
+        if isinstance(self.dim, bool) or not isinstance(self.dim, (int, np.integer)):
+            raise TypeError(f"dim must be an int; received dim={self.dim!r}")
+        if not (np.isfinite(self.threshold) and self.threshold >= 0):
+            raise ValueError(f"threshold must be >= 0; received threshold={self.threshold!r}")
+        if not (np.isfinite(self.low) and np.isfinite(self.high) and self.low < self.high):
+            raise ValueError("low must be < high (both finite); "
+                             f"received low={self.low!r}, high={self.high!r}")
+
+    def apply(self, action: np.ndarray, latched: float | None) -> tuple[np.ndarray, float]:
+        """Returns the action to execute and the new latched command."""
+        action = np.array(action, copy=True)
+        value = float(action[self.dim])
+        middle = (self.low + self.high) / 2
+        if latched is None or abs(value - middle) >= self.threshold:
+            latched = self.high if value >= middle else self.low
+        action[self.dim] = latched
+        return action, latched
+
+
 def _reader(key, what) -> Callable:
     if callable(key):
         return key
@@ -91,6 +134,10 @@ class MPC:
         stop_energy: if set, a sub-goal counts as reached when the observed frame's latent
             distance to it is `<= stop_energy`; reaching the last one ends the episode.
         record_frames: keep the observed frames in the result (for videos).
+        early_advance: whether the stop rule may also end an intermediate sub-goal early (see
+            `SubgoalSchedule`).
+        gripper: a `GripperLatch` to execute the gripper dim as open/close with hysteresis, or
+            `None` to execute the planned value as is. `actions` records what was executed.
 
     Example:
 
@@ -102,7 +149,8 @@ class MPC:
     def __init__(self, planner: Planner, env, goals, *, max_steps: int | None = None,
                  frame_key: str | Callable = "image", state_key: str | Callable = "state",
                  context_frames: int = 1, stop_energy: float | None = None,
-                 record_frames: bool = False):
+                 record_frames: bool = False, early_advance: bool = True,
+                 gripper: GripperLatch | None = None):
         if not isinstance(planner, Planner):
             raise TypeError(f"planner must be a planning.Planner; received "
                             f"{type(planner).__name__}")
@@ -112,7 +160,11 @@ class MPC:
             raise ValueError(f"max_steps must be >= 1 or None; received {max_steps}")
         self.planner = planner
         self.env = env
-        self.schedule = self._make_schedule(goals, max_steps, stop_energy)
+        if gripper is not None and not isinstance(gripper, GripperLatch):
+            raise TypeError(f"gripper must be a GripperLatch or None; received "
+                            f"{type(gripper).__name__}")
+        self.gripper = gripper
+        self.schedule = self._make_schedule(goals, max_steps, stop_energy, early_advance)
         self.max_steps = self.schedule.total_budget if max_steps is None else int(max_steps)
         self.read_frame = _reader(frame_key, "frame")
         self.read_state = _reader(state_key, "state")
@@ -120,7 +172,7 @@ class MPC:
         self.record_frames = record_frames
 
     @staticmethod
-    def _make_schedule(goals, max_steps, stop_energy) -> SubgoalSchedule:
+    def _make_schedule(goals, max_steps, stop_energy, early_advance) -> SubgoalSchedule:
         if isinstance(goals, SubgoalSchedule):
             if stop_energy is not None:
                 raise ValueError("set stop_energy on the SubgoalSchedule itself, not on MPC")
@@ -132,7 +184,7 @@ class MPC:
         if isinstance(goals, Sequence) and goals and all(
                 isinstance(g, (tuple, list)) and len(g) == 2 for g in goals):
             images, budgets = zip(*goals)
-            return SubgoalSchedule(images, budgets, stop_energy)
+            return SubgoalSchedule(images, budgets, stop_energy, early_advance)
         raise ValueError("goals must be a goal image, a list of (goal_image, budget) pairs or a "
                          f"SubgoalSchedule; received {type(goals).__name__}")
 
@@ -158,6 +210,7 @@ class MPC:
         actions, plan_energy, observed, seconds, indices, plans = [], [], [], [], [], []
         frames = [] if self.record_frames else None
         stop_reason = "budget"
+        latched = None
         for _ in range(self.max_steps):
             t0 = time.perf_counter()
             frame = np.asarray(self.read_frame(obs))
@@ -177,6 +230,8 @@ class MPC:
                 stop_reason = "stop_energy"
                 break
             action = result.first_action
+            if self.gripper is not None:
+                action, latched = self.gripper.apply(action, latched)
             obs, _, terminated, truncated, info = self.env.step(action)
             infos.append(info)
             past_actions.append(action)

@@ -21,6 +21,10 @@ class SubgoalSchedule:
         stop_energy: if set, a goal counts as reached when the observed frame's latent distance to
             it (the energy kind of the planner, no rollout) is `<= stop_energy`: the schedule then
             moves to the next goal, or, for the last one, is `done`.
+        early_advance: whether the stop rule also ends an intermediate sub-goal before its
+            budget is spent. With `False` only the last goal has a stop rule and the others get
+            their whole budgets (the reference's fixed 4 + 10 + 4): a latent distance small
+            enough to call a goal reached is often not close enough to grasp from.
 
     Example:
 
@@ -28,7 +32,8 @@ class SubgoalSchedule:
     >>> planner.plan(frame, state, schedule)   # plans towards schedule.goal, counts one step
     """
 
-    def __init__(self, goals: Sequence, budgets: Sequence[int], stop_energy: float | None = None):
+    def __init__(self, goals: Sequence, budgets: Sequence[int], stop_energy: float | None = None,
+                 early_advance: bool = True):
         goals = list(goals)
         budgets = list(budgets)
         if not goals:
@@ -45,6 +50,7 @@ class SubgoalSchedule:
         self.goals = goals
         self.budgets = tuple(int(b) for b in budgets)
         self.stop_energy = None if stop_energy is None else float(stop_energy)
+        self.early_advance = bool(early_advance)
         self.reset()
 
     def reset(self):
@@ -80,6 +86,8 @@ class SubgoalSchedule:
             next goal, if any).
         """
         if self.stop_energy is None or self.done or energy > self.stop_energy:
+            return False
+        if not self.is_last and not self.early_advance:
             return False
         if self.is_last:
             self.reached = True

@@ -51,9 +51,15 @@ def check_all_envs() -> dict:
             state_now = u.get_sim_state()
             u.set_sim_state(u.goal_sim_state(name))
             goal_obs = u._get_obs()
+            priv = u.privileged_state()
             goals[name] = {
                 "image_equal": bool(np.array_equal(goal_obs["image"], u.goal_image(name))),
                 "success": bool(u._step_info(goal_obs)["is_success"]),
+                "grip_to_object": float(np.linalg.norm(priv["grip_pos"] - priv["object_pos"])),
+                "object_lift": float(priv["object_pos"][2] - priv["table_top"]
+                                     - priv["object_half_size"]),
+                "finger_gap": float(goal_obs["state"][3]),
+                "grasped": bool(priv["grasped"]),
             }
             u.set_sim_state(state_now)
         report[env_id] = {

@@ -44,7 +44,19 @@ def test_goal_images_are_renders_of_successful_states(env_report):
         for name, g in r["goals"].items():
             assert g["image_equal"], (env_id, name)
         assert r["goals"]["goal"]["success"], env_id
-    assert env_report["VJEPA/PickAndPlace-v0"]["goal_names"] == ["grasp", "near_goal", "goal"]
+    assert env_report["VJEPA/PickAndPlace-v0"]["goal_names"] == [
+        "pregrasp", "grasp", "near_goal", "goal"]
+    assert env_report["VJEPA/Grasp-v0"]["goal_names"] == ["pregrasp", "goal"]
+
+
+def test_pregrasp_goal_is_open_fingers_around_the_resting_object(env_report):
+    for env_id in ("VJEPA/Grasp-v0", "VJEPA/PickAndPlace-v0"):
+        pre = env_report[env_id]["goals"]["pregrasp"]
+        assert pre["grip_to_object"] < 0.015, (env_id, pre)
+        assert abs(pre["object_lift"]) < 0.005, (env_id, pre)
+        assert pre["finger_gap"] > 0.08 and not pre["grasped"], (env_id, pre)
+    held = env_report["VJEPA/Grasp-v0"]["goals"]["goal"]
+    assert held["grasped"] and held["object_lift"] > 0.09, held
 
 
 def test_is_success_threshold():

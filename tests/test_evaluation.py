@@ -149,6 +149,9 @@ def test_subgoal_budgets_scale_the_reference_split():
     assert subgoal_budgets(names, 50) == [11, 28, 11]
     assert subgoal_budgets(names, 3) == [1, 1, 1]
     assert subgoal_budgets(("goal",), 37) == [37]
+    # The pre-grasp sub-goal weighs like the reference's grasp sub-goal.
+    assert subgoal_budgets(("pregrasp", "goal"), 25) == [13, 12]
+    assert sum(subgoal_budgets(("pregrasp", "grasp", "near_goal", "goal"), 25)) == 25
     for steps in range(3, 80):
         budgets = subgoal_budgets(names, steps)
         assert sum(budgets) == steps and min(budgets) >= 1
@@ -290,8 +293,11 @@ def test_planner_runs_end_to_end_blind_to_the_simulator(tmp_path, monkeypatch):
     config = planner_config("default", samples=16, iterations=2, horizon=1)
     out = tmp_path / "planner"
     results = evaluate("pick_and_place", 2, out, world_model=model, cem_config=config,
-                       max_steps=6, videos=1, image_size=SIZE, progress=False)
+                       max_steps=6, videos=1, image_size=SIZE, progress=False,
+                       goals=["grasp", "near_goal", "goal"], gripper_latch=0.5)
     results, records = check_outputs(out, 2, 1)
+    assert results["planner"]["gripper_latch"] == 0.5
+    assert results["planner"]["early_advance"] is False
     assert results["policy"] == "planner" and results["baseline"] is None
     assert results["planner"]["cem"]["samples"] == 16
     assert results["model"]["class"] == "PixelModel"
@@ -302,6 +308,8 @@ def test_planner_runs_end_to_end_blind_to_the_simulator(tmp_path, monkeypatch):
         assert r["goal_index"] == [0, 1, 1, 1, 1, 2] and r["steps"] == r["env_steps"] == 6
         assert len(r["energies"]["observed"]) == 6 and len(r["plan_seconds"]) == 6
         assert len(r["energies"]["cem_best_per_iteration"][0]) == 2
+        # The latch executes the gripper as fully open or fully closed.
+        assert {a[3] for a in r["actions"]} <= {-1.0, 1.0}
     # The loop saw only the frame and the proprio state: no info, no reward, no goal position.
     assert len(SpyMPC.seen) == 2 * 7
     for obs, reward, info in SpyMPC.seen:
@@ -321,6 +329,16 @@ def test_planner_runs_end_to_end_blind_to_the_simulator(tmp_path, monkeypatch):
     (["--task", "reach", "--model", "{empty}"], "world.model"),
     (["--task", "reach", "--model", "{empty}", "--samples", "3"], "samples must be >= elites"),
     (["--task", "reach", "--policy", "random", "--samples", "9"], "takes no --samples"),
+    (["--task", "grasp", "--policy", "random", "--gripper-latch", "0.5"],
+     "takes no --gripper-latch"),
+    (["--task", "grasp", "--model", "shipped", "--goals", "pregrasp"],
+     "--goals must name .* ending with goal; received pregrasp"),
+    (["--task", "grasp", "--model", "shipped", "--goals", "grip,goal"],
+     "--goals must name distinct goal images of grasp"),
+    (["--task", "grasp", "--model", "shipped", "--gripper-latch", "-1"],
+     "--gripper-latch must be >= 0; received -1"),
+    (["--task", "grasp", "--model", "shipped", "--xyz-clip", "0"],
+     "--xyz-clip must be > 0 metres; received 0"),
 ])
 def test_cli_bad_inputs_are_one_line_errors(argv, message, tmp_path, capsys):
     (tmp_path / "empty").mkdir()

@@ -10,6 +10,7 @@ from planning import (
     CEMConfig,
     CEMPlanner,
     EnergyConfig,
+    GripperLatch,
     PlanInputError,
     Planner,
     SubgoalSchedule,
@@ -450,6 +451,44 @@ def test_mpc_subgoal_schedule_and_stop_rule():
     stop = MPC(planner, env, goal, max_steps=30, stop_energy=0.05, context_frames=2).run()
     assert stop.stop_reason == "stop_energy" and stop.steps < 30
     assert np.linalg.norm(stop.final_observation["state"] - [0.5, 0.7]) < 0.05
+
+
+def test_schedule_without_early_advance_spends_intermediate_budgets():
+    a, b = np.zeros((4, 4, 3), "uint8"), np.ones((4, 4, 3), "uint8")
+    schedule = SubgoalSchedule([a, b], [3, 2], stop_energy=0.1, early_advance=False)
+    assert not schedule.observe(0.0) and schedule.index == 0  # intermediate: budget only
+    for _ in range(3):
+        schedule.step()
+    assert schedule.index == 1
+    assert schedule.observe(0.05) and schedule.done  # the last goal keeps its stop rule
+    early = SubgoalSchedule([a, b], [3, 2], stop_energy=0.1)
+    assert early.observe(0.05) and early.index == 1 and not early.done
+
+
+def test_gripper_latch_switches_only_past_the_threshold():
+    latch = GripperLatch(dim=3, threshold=0.6)
+    planned = [0.2, -0.5, 0.59, -0.7, 0.1, 0.65, -0.3]
+    executed, state = [], None
+    for g in planned:
+        action, state = latch.apply(np.array([0.1, 0.2, 0.3, g], "float32"), state)
+        assert action[:3].tolist() == pytest.approx([0.1, 0.2, 0.3])
+        executed.append(float(action[3]))
+    # The first plan sets it; afterwards only |g| >= 0.6 switches.
+    assert executed == [1.0, 1.0, 1.0, -1.0, -1.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match="threshold must be >= 0; received threshold=-1"):
+        GripperLatch(threshold=-1)
+    with pytest.raises(ValueError, match="low must be < high"):
+        GripperLatch(low=1.0, high=-1.0)
+
+
+def test_mpc_executes_the_latched_gripper():
+    env = PointEnv(start=(0.2, 0.25))
+    planner = _point_planner()
+    latch = GripperLatch(dim=1, threshold=0.05, low=-0.1, high=0.1)
+    result = MPC(planner, env, render_point((0.5, 0.7)), max_steps=6, gripper=latch).run(seed=0)
+    np.testing.assert_allclose(np.abs(result.actions[:, 1]), 0.1)
+    with pytest.raises(TypeError, match="gripper must be a GripperLatch"):
+        MPC(planner, env, render_point((0.5, 0.7)), max_steps=6, gripper=0.5)
 
 
 def test_mpc_errors():

@@ -245,6 +245,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--l1-radius", type=float, default=None,
                    help="override the CEM's per-action L1 ball on the gripper's xyz move, in "
                    "metres (the reference: 0.075)")
+    p.add_argument("--xyz-clip", type=float, default=None,
+                   help="override the CEM's per-axis limit on each planned xyz move, in metres "
+                   "(the reference's notebook: 0.05)")
+    p.add_argument("--goals", default=None,
+                   help="comma-separated goal images to pursue in order, ending with goal "
+                   "(default: all of the task's; grasp: pregrasp,goal; pick_and_place: "
+                   "pregrasp,grasp,near_goal,goal)")
+    p.add_argument("--early-advance", action="store_true",
+                   help="let the stop rule end an intermediate sub-goal before its budget "
+                   "(default: fixed sub-goal budgets, as the reference)")
+    p.add_argument("--gripper-latch", type=float, default=None,
+                   help="execute the gripper as open/close, switching only when the planned "
+                   "value is at least this far from 0 (e.g. 0.6; default: as planned)")
     p.add_argument("--max-steps", type=_positive_int, default=None,
                    help="actions per episode (default: the task's budget)")
     p.add_argument("--videos", type=int, default=4,
