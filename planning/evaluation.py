@@ -658,7 +658,7 @@ def evaluate(task: str, episodes: int, out: str | os.PathLike, *, variation: str
              noise: float | None = None, stop_energy: float | None = None,
              context_frames: int = 1, goals: Sequence[str] | None = None,
              early_advance: bool = False, gripper_latch: float | None = None,
-             progress: bool = True) -> dict:
+             gripper_start: str | None = None, progress: bool = True) -> dict:
     """Runs (or continues) an evaluation and writes its outputs into `out`.
 
     Args:
@@ -692,6 +692,9 @@ def evaluate(task: str, episodes: int, out: str | os.PathLike, *, variation: str
             the reference's fixed sub-goal budgets; the stop rule then only ends the episode).
         gripper_latch: if set, the gripper is executed as open/close, switching only when the
             planned value is at least this far from zero (`planning.GripperLatch`).
+        gripper_start: with `gripper_latch`, `"open"` or `"closed"` latches the gripper at the
+            start of each episode (e.g. closed when the task starts holding the object); `None`
+            lets the first plan decide.
         progress: print a line per episode.
 
     Returns:
@@ -742,10 +745,15 @@ def evaluate(task: str, episodes: int, out: str | os.PathLike, *, variation: str
     if gripper_latch is not None:
         if policy != "planner":
             raise UsageError(f"--gripper-latch applies to the planner, not the {policy} baseline")
-        latch = GripperLatch(threshold=float(gripper_latch)) if np.isfinite(gripper_latch) \
-            and gripper_latch >= 0 else None
-        if latch is None:
+        if not (np.isfinite(gripper_latch) and gripper_latch >= 0):
             raise UsageError(f"--gripper-latch must be >= 0; received {gripper_latch}")
+        starts = {None: None, "open": "high", "closed": "low"}
+        if gripper_start not in starts:
+            raise UsageError("--gripper-start must be open or closed; received "
+                             f"{gripper_start}")
+        latch = GripperLatch(threshold=float(gripper_latch), initial=starts[gripper_start])
+    elif gripper_start is not None:
+        raise UsageError("--gripper-start needs --gripper-latch")
     else:
         latch = None
     goal_names = (goals or list(spec.goal_names)) if policy == "planner" else ["goal"]
@@ -764,6 +772,7 @@ def evaluate(task: str, episodes: int, out: str | os.PathLike, *, variation: str
             "stop_energy": stop_energy,
             "early_advance": bool(early_advance),
             "gripper_latch": None if gripper_latch is None else float(gripper_latch),
+            "gripper_start": gripper_start,
             "context_frames": context_frames,
             "frame_stride": frame_stride,
             "replans": replans,
@@ -930,7 +939,8 @@ def evaluate_cli(args) -> int:
         world_model = load_model(args.model)
     else:
         ignored = [name for name in ("model", "samples", "iterations", "horizon", "l1_radius",
-                                     "xyz_clip", "stop_energy", "goals", "gripper_latch")
+                                     "xyz_clip", "stop_energy", "goals", "gripper_latch",
+                                     "gripper_start")
                    if getattr(args, name) is not None]
         if ignored:
             raise UsageError(f"--policy {args.policy} takes no "
@@ -944,7 +954,8 @@ def evaluate_cli(args) -> int:
                        goals=(None if getattr(args, "goals", None) is None
                               else [g.strip() for g in args.goals.split(",")]),
                        early_advance=bool(getattr(args, "early_advance", False)),
-                       gripper_latch=getattr(args, "gripper_latch", None))
+                       gripper_latch=getattr(args, "gripper_latch", None),
+                       gripper_start=getattr(args, "gripper_start", None))
     return 0 if results["complete"] else 1
 
 

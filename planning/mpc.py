@@ -64,20 +64,23 @@ class GripperLatch:
     the command, so any value past a few hundredths opens or closes fully) follows the
     planner's sampling noise whenever the energy barely depends on it, and drops what it holds.
     The latch executes `high` or `low` and switches only when the planned value is at least
-    `threshold` away from zero in the other direction; the first plan of an episode sets it.
-    Many learned robot policies binarize the gripper the same way.
+    `threshold` away from zero in the other direction; it starts at `initial`, or, when that is
+    `None`, the first plan of an episode sets it. Many learned robot policies binarize the
+    gripper the same way.
 
     Args:
         dim: index of the gripper in the action vector (negative counts from the end).
         threshold: `|planned value|` needed to switch, in action units.
         low: the executed "close" command.
         high: the executed "open" command.
+        initial: `"low"`, `"high"` or `None` (the first plan decides).
     """
 
     dim: int = -1
     threshold: float = 0.6
     low: float = -1.0
     high: float = 1.0
+    initial: str | None = None
 
     def __post_init__(self):
         if isinstance(self.dim, bool) or not isinstance(self.dim, (int, np.integer)):
@@ -87,6 +90,13 @@ class GripperLatch:
         if not (np.isfinite(self.low) and np.isfinite(self.high) and self.low < self.high):
             raise ValueError("low must be < high (both finite); "
                              f"received low={self.low!r}, high={self.high!r}")
+        if self.initial not in (None, "low", "high"):
+            raise ValueError("initial must be 'low', 'high' or None; "
+                             f"received initial={self.initial!r}")
+
+    def start(self) -> float | None:
+        """The latched command at the start of an episode."""
+        return None if self.initial is None else getattr(self, self.initial)
 
     def apply(self, action: np.ndarray, latched: float | None) -> tuple[np.ndarray, float]:
         """Returns the action to execute and the new latched command."""
@@ -210,7 +220,7 @@ class MPC:
         actions, plan_energy, observed, seconds, indices, plans = [], [], [], [], [], []
         frames = [] if self.record_frames else None
         stop_reason = "budget"
-        latched = None
+        latched = None if self.gripper is None else self.gripper.start()
         for _ in range(self.max_steps):
             t0 = time.perf_counter()
             frame = np.asarray(self.read_frame(obs))

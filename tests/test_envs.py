@@ -54,7 +54,7 @@ def test_pregrasp_goal_is_open_fingers_around_the_resting_object(env_report):
         pre = env_report[env_id]["goals"]["pregrasp"]
         assert pre["grip_to_object"] < 0.015, (env_id, pre)
         assert abs(pre["object_lift"]) < 0.005, (env_id, pre)
-        assert pre["finger_gap"] > 0.08 and not pre["grasped"], (env_id, pre)
+        assert pre["finger_gap"] > 0.065 and not pre["grasped"], (env_id, pre)  # wider than it
     held = env_report["VJEPA/Grasp-v0"]["goals"]["goal"]
     assert held["grasped"] and held["object_lift"] > 0.09, held
 

@@ -335,6 +335,8 @@ def test_planner_runs_end_to_end_blind_to_the_simulator(tmp_path, monkeypatch):
      "--goals must name .* ending with goal; received pregrasp"),
     (["--task", "grasp", "--model", "shipped", "--goals", "grip,goal"],
      "--goals must name distinct goal images of grasp"),
+    (["--task", "grasp", "--model", "shipped", "--gripper-start", "open"],
+     "--gripper-start needs --gripper-latch"),
     (["--task", "grasp", "--model", "shipped", "--gripper-latch", "-1"],
      "--gripper-latch must be >= 0; received -1"),
     (["--task", "grasp", "--model", "shipped", "--xyz-clip", "0"],

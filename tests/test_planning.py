@@ -475,6 +475,12 @@ def test_gripper_latch_switches_only_past_the_threshold():
         executed.append(float(action[3]))
     # The first plan sets it; afterwards only |g| >= 0.6 switches.
     assert executed == [1.0, 1.0, 1.0, -1.0, -1.0, 1.0, 1.0]
+    # Latched open from the start, a weak close is not enough.
+    opened = GripperLatch(dim=3, threshold=0.6, initial="high")
+    action, state = opened.apply(np.array([0, 0, 0, -0.5], "float32"), opened.start())
+    assert action[3] == 1.0 and state == 1.0
+    with pytest.raises(ValueError, match="initial must be 'low', 'high' or None"):
+        GripperLatch(initial="open")
     with pytest.raises(ValueError, match="threshold must be >= 0; received threshold=-1"):
         GripperLatch(threshold=-1)
     with pytest.raises(ValueError, match="low must be < high"):

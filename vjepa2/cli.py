@@ -258,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gripper-latch", type=float, default=None,
                    help="execute the gripper as open/close, switching only when the planned "
                    "value is at least this far from 0 (e.g. 0.6; default: as planned)")
+    p.add_argument("--gripper-start", choices=("open", "closed"), default=None,
+                   help="with --gripper-latch: the latched gripper command at the start of "
+                   "each episode (default: the first plan decides)")
     p.add_argument("--max-steps", type=_positive_int, default=None,
                    help="actions per episode (default: the task's budget)")
     p.add_argument("--videos", type=int, default=4,
