@@ -20,9 +20,13 @@ Policies:
   proprio state, an empty `info` and a zero reward: it cannot consult the simulator's success,
   distance or privileged state. An episode ends when its step budget is spent (or on the
   planner's own latent stop rule, `stop_energy`); success is read afterwards from the final
-  `info`. Pick-and-place pursues the sub-goal images `grasp`, `near_goal`, `goal` in order with
-  budgets in the reference's 4 : 10 : 4 proportion scaled to the episode's step budget
-  (`subgoal_budgets`: 11 + 28 + 11 for 50 steps).
+  `info`. Pick-and-place pursues the sub-goal images `pregrasp`, `grasp`, `near_goal`, `goal`
+  in order, grasp `pregrasp`, `goal` (`goals` picks a subsequence, e.g. the reference's
+  `grasp`, `near_goal`, `goal`), with budgets in the reference's 4 : 10 : 4 proportion for
+  grasp, near goal and goal, the pre-grasp weighted like the grasp, scaled to the episode's
+  re-plans (`subgoal_budgets`: 9 + 9 + 23 + 9 for 50). Intermediate sub-goals get their whole
+  budgets unless `early_advance`; an optional `GripperLatch` executes the gripper as
+  open/close.
 - `"random"`: uniform random actions in the action space (seeded by the episode seed).
 - `"expert"`: the task's scripted expert (`envs.policies`), an upper-bound baseline. It reads
   privileged simulator state through `env.unwrapped`, so it runs inside the env process
