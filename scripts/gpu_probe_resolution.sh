@@ -4,7 +4,9 @@
 # at 64 and at 128 px), pretrain the tiny encoder for the same wall-clock budget, fine-tune the
 # predictor for a few steps (only so that a world-model folder exists to load), then run
 # scripts/gripper_probe.py on the frozen encoder. Results land in $OUT/probe_<size>.json.
-#   ARRAYS="play_64.npz.xz play_128.npz.xz" PRETRAIN_SECONDS=120 bash scripts/gpu_probe_resolution.sh
+#   ARRAYS="play_64.npz.xz play_128.npz.xz" PRETRAIN_STEPS=1500 bash scripts/gpu_probe_resolution.sh
+# (PRETRAIN_STEPS: the same number of steps for every file; the default is a time budget,
+# PRETRAIN_SECONDS, from which the first step's compilation is taken too.)
 set -uo pipefail
 OUT=${OUT:-out}
 mkdir -p "$OUT" && OUT=$(cd "$OUT" && pwd)
@@ -16,8 +18,9 @@ for arrays in ${ARRAYS:?set ARRAYS to the array files}; do
     name=$(basename "$arrays" .npz.xz)
     run=/tmp/probe_run_$name
     rm -rf "$run"
-    python3 scripts/train_arrays.py --arrays "$arrays" --out "$run" \
-        --pretrain-seconds "${PRETRAIN_SECONDS:-120}" --finetune-steps 20 \
+    if [ -n "${PRETRAIN_STEPS:-}" ]; then budget="--pretrain-steps $PRETRAIN_STEPS"
+    else budget="--pretrain-seconds ${PRETRAIN_SECONDS:-120}"; fi
+    python3 scripts/train_arrays.py --arrays "$arrays" --out "$run" $budget --finetune-steps 20 \
         --pretrain-batch "${PRETRAIN_BATCH:-64}" --finetune-batch 16 --probe-steps 20 \
         --workers 12 2>&1 | grep -v -E "^(I0000|W0000|E0000)" > "$OUT/train_$name.log" || status=1
     cp "$run/summary.json" "$OUT/summary_$name.json" 2>/dev/null

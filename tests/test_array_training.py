@@ -77,3 +77,19 @@ def test_bad_arguments_give_one_line_errors(arrays, tmp_path, capsys):
     (tmp_path / "world_model").mkdir()  # an earlier run is never overwritten
     assert train.main(["--arrays", str(path), "--out", str(tmp_path)]) == 2
     assert "already holds a run (world_model)" in capsys.readouterr().err
+
+
+def test_gripper_probe_ridge_reads_a_linear_signal_and_not_noise():
+    probe = _script("gripper_probe")
+    rng = np.random.default_rng(0)
+    for features in (40, 400):  # primal (fewer features than samples) and dual
+        # Latent-like features: a few factors spread over many dims, plus noise.
+        factors = rng.normal(size=(300, 5))
+        x = factors @ rng.normal(size=(5, features)) + 0.1 * rng.normal(size=(300, features))
+        signal = factors[:, :3] @ np.array([1.0, -2.0, 0.5]) + 0.3
+        predict = probe.ridge_fit(x[:200], signal[:200], lam=1.0)
+        assert probe.r2(predict(x[200:]), signal[200:]) > 0.9
+        noise = rng.normal(size=300)
+        predict = probe.ridge_fit(x[:200], noise[:200], lam=1.0)
+        assert probe.r2(predict(x[200:]), noise[200:]) < 0.1
+    assert probe.main(["--arrays", "/nonexistent.npz"]) == 2
