@@ -18,6 +18,7 @@ from keras import ops
 from planning import evaluation
 from planning.evaluation import (
     evaluate,
+    gripper_latch_setting,
     planner_config,
     subgoal_budgets,
     wilson_interval,
@@ -337,6 +338,8 @@ def test_planner_runs_end_to_end_blind_to_the_simulator(tmp_path, monkeypatch):
      "--goals must name distinct goal images of grasp"),
     (["--task", "grasp", "--model", "shipped", "--gripper-start", "open"],
      "--gripper-start needs --gripper-latch"),
+    (["--task", "grasp", "--model", "shipped", "--gripper-latch", "maybe"],
+     "--gripper-latch must be a number >= 0 or off; received maybe"),
     (["--task", "grasp", "--model", "shipped", "--gripper-latch", "-1"],
      "--gripper-latch must be >= 0; received -1"),
     (["--task", "grasp", "--model", "shipped", "--xyz-clip", "0"],
@@ -350,6 +353,19 @@ def test_cli_bad_inputs_are_one_line_errors(argv, message, tmp_path, capsys):
     assert code == 2
     assert len(err.splitlines()) == 1 and err.startswith("vjepa2 evaluate: error:")
     assert re.search(message, err), err
+
+
+def test_gripper_latch_defaults_to_on_only_for_the_task_that_starts_holding():
+    assert gripper_latch_setting(None, None, "reach_with_object") == {
+        "gripper_latch": 0.6, "gripper_start": "closed"}
+    assert gripper_latch_setting(None, None, "grasp") == {
+        "gripper_latch": None, "gripper_start": None}
+    assert gripper_latch_setting("off", None, "reach_with_object") == {
+        "gripper_latch": None, "gripper_start": None}
+    assert gripper_latch_setting("0.4", "open", "grasp") == {
+        "gripper_latch": 0.4, "gripper_start": "open"}
+    with pytest.raises(UsageError, match="--gripper-start needs --gripper-latch"):
+        gripper_latch_setting("off", "open", "grasp")
 
 
 def test_stop_energy_comes_from_the_flag_or_the_model_conventions():

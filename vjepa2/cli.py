@@ -255,9 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--early-advance", action="store_true",
                    help="let the stop rule end an intermediate sub-goal before its budget "
                    "(default: fixed sub-goal budgets, as the reference)")
-    p.add_argument("--gripper-latch", type=float, default=None,
+    p.add_argument("--gripper-latch", default=None,
                    help="execute the gripper as open/close, switching only when the planned "
-                   "value is at least this far from 0 (e.g. 0.6; default: as planned)")
+                   "value is at least this far from 0 (e.g. 0.6), or off (the planned value "
+                   "as is); default: 0.6 starting closed for reach_with_object (which starts "
+                   "holding the object), off for the other tasks")
     p.add_argument("--gripper-start", choices=("open", "closed"), default=None,
                    help="with --gripper-latch: the latched gripper command at the start of "
                    "each episode (default: the first plan decides)")
