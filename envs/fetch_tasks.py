@@ -560,15 +560,24 @@ class FetchGoalImageEnv(MujocoFetchEnv):
                 self._utils.set_joint_qvel(self.model, self.data, "object0:joint", np.zeros(6))
                 mujoco.mj_forward(self.model, self.data)
 
+    @contextlib.contextmanager
+    def _object_contacts_off(self):
+        """Lets the arm pass through the object inside the block; its contacts come back after."""
+        geoms = self._ids.object_active_geoms(self.model)
+        for g in geoms:
+            self.model.geom_contype[g] = self.model.geom_conaffinity[g] = 0
+        try:
+            yield
+        finally:
+            for g in geoms:
+                self.model.geom_contype[g] = self.model.geom_conaffinity[g] = 1
+
     def _simulate_pregrasp(self, object_pos: np.ndarray) -> None:
         """Simulates the open fingers lowered around the object resting at `object_pos`."""
         object_pos = np.asarray(object_pos, np.float64)
         target = np.array([object_pos[0], object_pos[1], max(object_pos[2], self._min_grip_z())])
-        for g in self._ids.object_active_geoms(self.model):
-            self.model.geom_contype[g] = self.model.geom_conaffinity[g] = 0
-        self._drive_gripper(target, grip_ctrl=0.05, pin=object_pos)
-        for g in self._ids.object_active_geoms(self.model):
-            self.model.geom_contype[g] = self.model.geom_conaffinity[g] = 1
+        with self._object_contacts_off():
+            self._drive_gripper(target, grip_ctrl=0.05, pin=object_pos)
         self._drive_gripper(target, grip_ctrl=0.05, steps=2, pin=object_pos)
         mujoco.mj_forward(self.model, self.data)
 
@@ -577,12 +586,9 @@ class FetchGoalImageEnv(MujocoFetchEnv):
         object_pos = np.asarray(object_pos, np.float64)
         grip_target = object_pos.copy()
         # Fingers open around the object with its contacts off, so the arm can pass through it.
-        for g in self._ids.object_active_geoms(self.model):
-            self.model.geom_contype[g] = self.model.geom_conaffinity[g] = 0
-        self._place_object(object_pos, yaw=None)
-        self._drive_gripper(grip_target, grip_ctrl=0.05, pin=object_pos)
-        for g in self._ids.object_active_geoms(self.model):
-            self.model.geom_contype[g] = self.model.geom_conaffinity[g] = 1
+        with self._object_contacts_off():
+            self._place_object(object_pos, yaw=None)
+            self._drive_gripper(grip_target, grip_ctrl=0.05, pin=object_pos)
         self._drive_gripper(grip_target, grip_ctrl=0.0, steps=4, pin=object_pos)
         self._drive_gripper(grip_target, grip_ctrl=0.0, steps=4)
         mujoco.mj_forward(self.model, self.data)

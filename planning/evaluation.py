@@ -979,9 +979,8 @@ def gripper_latch_setting(requested: str | None, start: str | None, task: str,
     `requested`: `None` for the task's default (`TASK_GRIPPER_LATCH`, else none), `"off"`,
     or a threshold.
     """
-    if policy != "planner":
-        return {"gripper_latch": None if requested is None else requested,
-                "gripper_start": start}
+    if policy != "planner":  # baselines: passed on for `evaluate` to refuse
+        return {"gripper_latch": requested, "gripper_start": start}
     if requested is None:
         threshold, default_start = TASK_GRIPPER_LATCH.get(task, (None, None))
         return {"gripper_latch": threshold,
