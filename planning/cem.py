@@ -64,6 +64,16 @@ class CEMConfig:
             `"zeros"` (the middle of the bounds, projected into the L1 ball).
         return_best: return the lowest-energy candidate seen instead of the final mean (the
             reference returns the mean, which averages out sampling noise).
+        binary_dims: action dims searched as a choice between their two bounds (a gripper
+            commanded open/close) instead of a Gaussian. Each sampled candidate is imagined
+            twice, with these dims drawn from Bernoulli(p) and with every one of those draws
+            flipped (an antithetic pair; at horizon 1 that is simply both values), and keeps the
+            better of the two. Pairing compares the two values under the same continuous move,
+            so a small but consistent energy preference is not drowned by the spread that
+            sampling the other dims adds (on Fetch's grasp: 0.005 against 0.015). `p` is
+            refitted to the elites like the mean, and the returned action holds its expectation
+            `low + p (high - low)`. Costs twice the rollouts per iteration. `None`: all
+            Gaussian, as the reference.
         seed: seed of the planner's noise generator; `None` draws fresh entropy.
         jit_compile: TensorFlow only: XLA-compile the iteration (`None`: backend default).
     """
@@ -82,6 +92,7 @@ class CEMConfig:
     warm_start: bool = True
     warm_start_fill: str = "repeat"
     return_best: bool = False
+    binary_dims: tuple[int, ...] | None = None
     seed: int | None = 0
     jit_compile: bool | None = None
 
@@ -116,6 +127,21 @@ class CEMConfig:
                 raise ValueError("ball_dims needs l1_radius; "
                                  f"received ball_dims={self.ball_dims!r}, l1_radius=None")
             object.__setattr__(self, "ball_dims", tuple(int(d) for d in dims))
+        if self.binary_dims is not None:
+            try:
+                dims = tuple(self.binary_dims)
+            except TypeError:
+                dims = None
+            if (not dims or len(set(dims)) != len(dims)
+                    or any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 0
+                           for d in dims)):
+                raise ValueError("binary_dims must be distinct non-negative ints or None; "
+                                 f"received binary_dims={self.binary_dims!r}")
+            dims = tuple(int(d) for d in dims)
+            if self.ball_dims is not None and set(dims) & set(self.ball_dims):
+                raise ValueError("a dim cannot be both binary and in the L1 ball; received "
+                                 f"binary_dims={dims}, ball_dims={self.ball_dims}")
+            object.__setattr__(self, "binary_dims", dims)
         clip = _as_tuple(self.clip, "clip")
         if clip is not None:
             values = clip if isinstance(clip, tuple) else (clip,)
@@ -314,6 +340,17 @@ class CEMPlanner:
                 raise ValueError("the L1 ball needs bounds containing 0 on its dims; "
                                  f"received low={self._low.tolist()}, high={self._high.tolist()}")
             self._mask = mask
+        self._binary = None
+        if config.binary_dims is not None:
+            if max(config.binary_dims) >= self.action_dim:
+                raise ValueError(f"binary_dims must be < action_dim={self.action_dim}; "
+                                 f"received binary_dims={config.binary_dims}")
+            if self._mask is not None and np.any(self._mask[list(config.binary_dims)] > 0):
+                raise ValueError("a dim cannot be both binary and in the L1 ball (ball_dims "
+                                 f"None covers all); received binary_dims={config.binary_dims}")
+            binary = np.zeros(self.action_dim, "float32")
+            binary[list(config.binary_dims)] = 1.0
+            self._binary = binary
         half = (self._high - self._low) / 2.0
         mid = ((self._high + self._low) / 2.0).astype("float32")
         if self._mask is not None:
@@ -374,7 +411,11 @@ class CEMPlanner:
         high = ops.convert_to_tensor(self._high)
         mask = None if self._mask is None else ops.convert_to_tensor(self._mask)
         cand = sample_candidates(mean, std, noise, low, high, cfg.l1_radius, mask)
-        energy = self._scores(cand, z_context, states, context_actions, goal)
+        if self._binary is None:
+            energy = self._scores(cand, z_context, states, context_actions, goal)
+        else:
+            cand, energy = self._paired_binary(cand, mean, noise, low, high, z_context, states,
+                                               context_actions, goal)
         _, idx = ops.top_k(-energy, cfg.elites)
         elites = ops.take(cand, idx, axis=0)
         elite_energy = ops.take(energy, idx, axis=0)
@@ -382,6 +423,26 @@ class CEMPlanner:
         new_std = cfg.momentum_std * std + (1.0 - cfg.momentum_std) * ops.std(elites, axis=0)
         new_std = ops.maximum(new_std, ops.convert_to_tensor(self._min_std))
         return new_mean, new_std, elite_energy[0], ops.mean(elite_energy), elites[0], cand
+
+    def _paired_binary(self, cand, mean, noise, low, high, z_context, states, context_actions,
+                       goal):
+        """Sets the binary dims of `cand` by antithetic Bernoulli pairs; returns the better of
+        each pair and its energy."""
+        binary = ops.convert_to_tensor(self._binary) > 0
+        span = high - low
+        p = (mean - low) / span
+        # The Gaussian noise on the binary dims, through the normal CDF, is a uniform draw.
+        uniform = 0.5 * (1.0 + ops.erf(noise / np.sqrt(2.0)))
+        draw = ops.cast(uniform < p[None], cand.dtype)
+        first = ops.where(binary, low + draw * span, cand)
+        second = ops.where(binary, high - draw * span, cand)
+        energy = self._scores(ops.concatenate([first, second], axis=0), z_context, states,
+                              context_actions, goal)
+        count = cand.shape[0]
+        e_first, e_second = energy[:count], energy[count:]
+        take_second = e_second < e_first
+        chosen = ops.where(take_second[:, None, None], second, first)
+        return chosen, ops.minimum(e_first, e_second)
 
     def _evaluate_actions(self, actions, z_context, states, context_actions, goal):
         return self._scores(actions, z_context, states, context_actions, goal)

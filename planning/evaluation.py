@@ -137,10 +137,14 @@ def subgoal_budgets(goal_names: Sequence[str], max_steps: int) -> list[int]:
     return [int(b) for b in budgets]
 
 
+GRIPPER_SEARCHES = ("gaussian", "paired")
+
+
 def planner_config(preset: str = "default", *, samples: int | None = None,
                    iterations: int | None = None, horizon: int | None = None,
                    l1_radius: float | None = None, xyz_clip: float | None = None,
-                   metres_per_unit: float = 0.05, action_dim: int = 4) -> CEMConfig:
+                   gripper_search: str = "gaussian", metres_per_unit: float = 0.05,
+                   action_dim: int = 4) -> CEMConfig:
     """The CEM config of a named budget, in the task's action units.
 
     `reference` and `notebook` are stated in metres (an L1 ball of 0.075 m; a clip of 0.05 m
@@ -157,6 +161,9 @@ def planner_config(preset: str = "default", *, samples: int | None = None,
         l1_radius: overrides its per-action L1 ball on the xyz dims, in metres.
         xyz_clip: overrides its per-axis limit on each xyz delta, in metres (the notebook:
             0.05); the gripper dim keeps the preset's limit (the notebook's 0.75) or none.
+        gripper_search: `"gaussian"` (the reference: the gripper is one more Gaussian dim) or
+            `"paired"` (the last dim is a choice between its bounds, each candidate imagined
+            with both: `CEMConfig.binary_dims`).
         metres_per_unit: metres of gripper travel per action unit on the xyz dims.
         action_dim: the action size (the notebook's clip has one value per dim).
 
@@ -183,6 +190,11 @@ def planner_config(preset: str = "default", *, samples: int | None = None,
             raise UsageError(f"--xyz-clip must be > 0 metres; received {xyz_clip}")
         rest = config.clip[3:] if config.clip is not None else (1.0,) * (action_dim - 3)
         overrides.update(clip=(xyz_clip / metres_per_unit,) * 3 + tuple(rest))
+    if gripper_search not in GRIPPER_SEARCHES:
+        raise UsageError(f"unknown gripper search {gripper_search!r}; expected one of "
+                         f"{', '.join(GRIPPER_SEARCHES)}")
+    if gripper_search == "paired":
+        overrides.update(binary_dims=(action_dim - 1,))
     try:
         return config.replace(**overrides)
     except ValueError as error:
@@ -940,13 +952,15 @@ def evaluate_cli(args) -> int:
                                     iterations=args.iterations, horizon=args.horizon,
                                     l1_radius=getattr(args, "l1_radius", None),
                                     xyz_clip=getattr(args, "xyz_clip", None),
+                                    gripper_search=getattr(args, "gripper_search", None)
+                                    or "gaussian",
                                     metres_per_unit=STEP_METRES)
         args.model = SHIPPED if args.model is None else args.model
         world_model = load_model(args.model)
     else:
         ignored = [name for name in ("model", "samples", "iterations", "horizon", "l1_radius",
                                      "xyz_clip", "stop_energy", "goals", "gripper_latch",
-                                     "gripper_start")
+                                     "gripper_start", "gripper_search")
                    if getattr(args, name) is not None]
         if ignored:
             raise UsageError(f"--policy {args.policy} takes no "

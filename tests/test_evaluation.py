@@ -175,6 +175,11 @@ def test_planner_presets_in_env_units():
         planner_config("default", samples=4)
     with pytest.raises(UsageError, match="unknown planner preset"):
         planner_config("fast")
+    assert planner_config("default").binary_dims is None
+    assert planner_config("notebook", gripper_search="paired").binary_dims == (3,)
+    with pytest.raises(UsageError, match="unknown gripper search 'both'; expected one of "
+                                         "gaussian, paired"):
+        planner_config("default", gripper_search="both")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -342,6 +347,8 @@ def test_planner_runs_end_to_end_blind_to_the_simulator(tmp_path, monkeypatch):
      "--gripper-latch must be a number >= 0 or off; received maybe"),
     (["--task", "grasp", "--model", "shipped", "--gripper-latch", "-1"],
      "--gripper-latch must be >= 0; received -1"),
+    (["--task", "grasp", "--policy", "expert", "--gripper-search", "paired"],
+     "takes no --gripper-search"),
     (["--task", "grasp", "--model", "shipped", "--xyz-clip", "0"],
      "--xyz-clip must be > 0 metres; received 0"),
 ])

@@ -278,6 +278,54 @@ def test_planner_never_samples_outside_bounds_or_ball():
     assert np.all(np.abs(cand[..., 3]) <= 0.75 + 1e-7)
 
 
+class FaintGripperModel(SumModel):
+    """SumModel whose last action dim moves its latent 100x less than the others do: a
+    gripper the energy barely depends on."""
+
+    def rollout(self, z_context, states, actions, context_actions=None):
+        scale = ops.convert_to_tensor(np.array([1.0, 1.0, 0.01], "float32"))
+        return super().rollout(z_context, states, actions * scale, context_actions)
+
+
+def test_binary_dims_pick_a_faint_but_consistent_preference():
+    z0 = np.zeros((1, 1, 3), "float32")
+    goal = np.array([[0.4, -0.3, 0.01]], "float32")  # the gripper should be +1 (high)
+    config = CEMConfig(samples=32, elites=8, iterations=3, init_std=1.0)
+    model = FaintGripperModel()
+    paired = CEMPlanner(model, -1.0, 1.0, config.replace(binary_dims=(2,)))
+    result = paired.plan(z0, np.zeros((1, 1)), goal, keep_candidates=True)
+    # Every candidate holds one of the two bounds on the binary dim, and each pair kept the
+    # better one: here always high, so the returned expectation is exactly high.
+    assert set(np.unique(result.candidates[..., 2])) <= {-1.0, 1.0}
+    assert np.all(result.candidates[..., 2] == 1.0)
+    assert result.first_action[2] == 1.0
+    # Both members of a pair are imagined in the same batched call: 2 x samples rollouts.
+    if keras.backend.backend() in ("tensorflow", "jax"):
+        assert 64 in model.rollout_batches
+    # A Gaussian over the same dim follows the continuous dims' spread instead.
+    gaussian = CEMPlanner(FaintGripperModel(), -1.0, 1.0, config).plan(
+        z0, np.zeros((1, 1)), goal)
+    assert abs(gaussian.first_action[2]) < 0.6
+    # Longer horizons: antithetic pairs, still only bound values, and the bounds of the other
+    # dims hold.
+    long = CEMPlanner(FaintGripperModel(), [-0.2, -0.2, -0.5], [0.2, 0.2, 0.5],
+                      config.replace(horizon=3, binary_dims=(2,)))
+    cand = long.plan(z0, np.zeros((1, 1)), goal, keep_candidates=True).candidates
+    assert set(np.unique(cand[..., 2])) <= {-0.5, 0.5}
+    assert np.all(np.abs(cand[..., :2]) <= 0.2 + 1e-7)
+    with pytest.raises(ValueError, match="binary_dims must be < action_dim=3; received "
+                                         r"binary_dims=\(3,\)"):
+        CEMPlanner(SumModel(), -1.0, 1.0, CEMConfig(binary_dims=(3,)))
+    with pytest.raises(ValueError, match="a dim cannot be both binary and in the L1 ball"):
+        CEMConfig(l1_radius=0.1, ball_dims=(0, 1), binary_dims=(1,))
+    with pytest.raises(ValueError, match="a dim cannot be both binary and in the L1 ball"):
+        CEMPlanner(SumModel(), -1.0, 1.0, CEMConfig(l1_radius=0.1, binary_dims=(2,)))
+    with pytest.raises(ValueError, match="binary_dims must be distinct non-negative ints"):
+        CEMConfig(binary_dims=(2, 2))
+    with pytest.raises(ValueError, match="binary_dims must be distinct non-negative ints"):
+        CEMConfig(binary_dims=2)
+
+
 def test_same_seed_same_plan():
     args = (np.zeros((1, 1, 3), "float32"), np.zeros((1, 1)), np.array([[0.2, 0.4, -0.3]]))
 

@@ -263,6 +263,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gripper-start", choices=("open", "closed"), default=None,
                    help="with --gripper-latch: the latched gripper command at the start of "
                    "each episode (default: the first plan decides)")
+    p.add_argument("--gripper-search", choices=("gaussian", "paired"), default=None,
+                   help="how CEM searches the gripper dim: gaussian (default, the reference) or "
+                   "paired (open vs close, each candidate imagined with both; twice the "
+                   "rollouts)")
     p.add_argument("--max-steps", type=_positive_int, default=None,
                    help="actions per episode (default: the task's budget)")
     p.add_argument("--videos", type=int, default=4,
