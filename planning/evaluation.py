@@ -138,6 +138,7 @@ def subgoal_budgets(goal_names: Sequence[str], max_steps: int) -> list[int]:
 
 
 GRIPPER_SEARCHES = ("gaussian", "paired")
+GRIPPER_SWITCHES = ("any", "subgoal_start")
 
 
 def planner_config(preset: str = "default", *, samples: int | None = None,
@@ -674,7 +675,8 @@ def evaluate(task: str, episodes: int, out: str | os.PathLike, *, variation: str
              noise: float | None = None, stop_energy: float | None = None,
              context_frames: int = 1, goals: Sequence[str] | None = None,
              early_advance: bool = False, gripper_latch: float | None = None,
-             gripper_start: str | None = None, progress: bool = True) -> dict:
+             gripper_start: str | None = None, gripper_switch: str = "any",
+             gripper_hold: bool = False, progress: bool = True) -> dict:
     """Runs (or continues) an evaluation and writes its outputs into `out`.
 
     Args:
@@ -713,6 +715,11 @@ def evaluate(task: str, episodes: int, out: str | os.PathLike, *, variation: str
         gripper_start: with `gripper_latch`, `"open"` or `"closed"` latches the gripper at the
             start of each episode (e.g. closed when the task starts holding the object); `None`
             lets the first plan decide.
+        gripper_switch: with `gripper_latch`, `"any"` lets any plan switch it; `"subgoal_start"`
+            only the first plan of each sub-goal (needs `gripper_start`; each goal image then
+            fixes one gripper state, chosen when it is first pursued).
+        gripper_hold: with `gripper_latch`, the arm holds still on a step where the latch
+            switches, so the fingers close or open in place.
         progress: print a line per episode.
 
     Returns:
@@ -769,9 +776,20 @@ def evaluate(task: str, episodes: int, out: str | os.PathLike, *, variation: str
         if gripper_start not in starts:
             raise UsageError("--gripper-start must be open or closed; received "
                              f"{gripper_start}")
-        latch = GripperLatch(threshold=float(gripper_latch), initial=starts[gripper_start])
-    elif gripper_start is not None:
-        raise UsageError("--gripper-start needs --gripper-latch")
+        if gripper_switch not in GRIPPER_SWITCHES:
+            raise UsageError(f"--gripper-switch must be one of {', '.join(GRIPPER_SWITCHES)}; "
+                             f"received {gripper_switch}")
+        if gripper_switch == "subgoal_start" and gripper_start is None:
+            raise UsageError("--gripper-switch subgoal_start needs --gripper-start (open or "
+                             "closed)")
+        latch = GripperLatch(threshold=float(gripper_latch), initial=starts[gripper_start],
+                             hold_on_switch=bool(gripper_hold),
+                             at_subgoal_start=gripper_switch == "subgoal_start")
+    elif gripper_start is not None or gripper_switch != "any" or gripper_hold:
+        given = [flag for flag, on in (("--gripper-start", gripper_start is not None),
+                                       ("--gripper-switch", gripper_switch != "any"),
+                                       ("--gripper-hold", bool(gripper_hold))) if on]
+        raise UsageError(f"{' and '.join(given)} needs --gripper-latch")
     else:
         latch = None
     goal_names = (goals or list(spec.goal_names)) if policy == "planner" else ["goal"]
@@ -791,6 +809,8 @@ def evaluate(task: str, episodes: int, out: str | os.PathLike, *, variation: str
             "early_advance": bool(early_advance),
             "gripper_latch": None if gripper_latch is None else float(gripper_latch),
             "gripper_start": gripper_start,
+            "gripper_switch": gripper_switch,
+            "gripper_hold": bool(gripper_hold),
             "context_frames": context_frames,
             "frame_stride": frame_stride,
             "replans": replans,
@@ -960,7 +980,8 @@ def evaluate_cli(args) -> int:
     else:
         ignored = [name for name in ("model", "samples", "iterations", "horizon", "l1_radius",
                                      "xyz_clip", "stop_energy", "goals", "gripper_latch",
-                                     "gripper_start", "gripper_search")
+                                     "gripper_start", "gripper_search", "gripper_switch",
+                                     "gripper_hold")
                    if getattr(args, name) is not None]
         if ignored:
             raise UsageError(f"--policy {args.policy} takes no "
@@ -974,6 +995,8 @@ def evaluate_cli(args) -> int:
                        goals=(None if getattr(args, "goals", None) is None
                               else [g.strip() for g in args.goals.split(",")]),
                        early_advance=bool(getattr(args, "early_advance", False)),
+                       gripper_switch=getattr(args, "gripper_switch", None) or "any",
+                       gripper_hold=bool(getattr(args, "gripper_hold", None)),
                        **gripper_latch_setting(getattr(args, "gripper_latch", None),
                                                getattr(args, "gripper_start", None),
                                                args.task, args.policy))

@@ -74,6 +74,16 @@ class GripperLatch:
         low: the executed "close" command.
         high: the executed "open" command.
         initial: `"low"`, `"high"` or `None` (the first plan decides).
+        hold_on_switch: on a step where the latched command changes, execute zero on every
+            other dim (for delta actions: the arm holds still), so the fingers close or open
+            in place instead of while the arm moves, as a blocking gripper command on a real
+            robot does. The first command of an episode is not a switch.
+        at_subgoal_start: let only the first plan of each sub-goal switch the latch (within
+            a sub-goal the command stays): each goal image of a schedule then fixes one gripper
+            state, chosen by the planner when the image is first pursued. Needs `initial` (the
+            first sub-goal's first plan is the episode's first). A controller rule, not part of
+            the reference method: it keeps a model that cannot see the fingers from switching
+            them on a whim.
     """
 
     dim: int = -1
@@ -81,6 +91,8 @@ class GripperLatch:
     low: float = -1.0
     high: float = 1.0
     initial: str | None = None
+    hold_on_switch: bool = False
+    at_subgoal_start: bool = False
 
     def __post_init__(self):
         if isinstance(self.dim, bool) or not isinstance(self.dim, (int, np.integer)):
@@ -93,18 +105,26 @@ class GripperLatch:
         if self.initial not in (None, "low", "high"):
             raise ValueError("initial must be 'low', 'high' or None; "
                              f"received initial={self.initial!r}")
+        if self.at_subgoal_start and self.initial is None:
+            raise ValueError("at_subgoal_start needs initial ('low' or 'high'); received "
+                             "initial=None")
 
     def start(self) -> float | None:
         """The latched command at the start of an episode."""
         return None if self.initial is None else getattr(self, self.initial)
 
-    def apply(self, action: np.ndarray, latched: float | None) -> tuple[np.ndarray, float]:
-        """Returns the action to execute and the new latched command."""
+    def apply(self, action: np.ndarray, latched: float | None,
+              may_switch: bool = True) -> tuple[np.ndarray, float]:
+        """Returns the action to execute and the new latched command; with `may_switch` False
+        the latched command is kept whatever the plan says."""
         action = np.array(action, copy=True)
         value = float(action[self.dim])
         middle = (self.low + self.high) / 2
-        if latched is None or abs(value - middle) >= self.threshold:
+        previous = latched
+        if latched is None or (may_switch and abs(value - middle) >= self.threshold):
             latched = self.high if value >= middle else self.low
+        if self.hold_on_switch and previous is not None and latched != previous:
+            action[:] = 0.0
         action[self.dim] = latched
         return action, latched
 
@@ -241,7 +261,9 @@ class MPC:
                 break
             action = result.first_action
             if self.gripper is not None:
-                action, latched = self.gripper.apply(action, latched)
+                may_switch = (not self.gripper.at_subgoal_start
+                              or (bool(indices) and result.goal_index != indices[-1]))
+                action, latched = self.gripper.apply(action, latched, may_switch)
             obs, _, terminated, truncated, info = self.env.step(action)
             infos.append(info)
             past_actions.append(action)

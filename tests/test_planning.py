@@ -527,6 +527,22 @@ def test_gripper_latch_switches_only_past_the_threshold():
     opened = GripperLatch(dim=3, threshold=0.6, initial="high")
     action, state = opened.apply(np.array([0, 0, 0, -0.5], "float32"), opened.start())
     assert action[3] == 1.0 and state == 1.0
+    # A plan that may not switch it leaves it; holding on a switch zeroes the other dims once.
+    action, state = opened.apply(np.array([0, 0, 0, -0.9], "float32"), 1.0, may_switch=False)
+    assert action[3] == 1.0 and state == 1.0
+    hold = GripperLatch(dim=3, threshold=0.6, initial="high", hold_on_switch=True)
+    moves = [(0.5, 0.2), (0.5, -0.9), (0.5, -0.9), (0.5, 0.8)]
+    executed = []
+    state = hold.start()
+    for xyz, g in moves:
+        action, state = hold.apply(np.array([xyz, xyz, xyz, g], "float32"), state)
+        executed.append(action.tolist())
+    assert executed == [[0.5, 0.5, 0.5, 1.0], [0, 0, 0, -1.0], [0.5, 0.5, 0.5, -1.0],
+                        [0, 0, 0, 1.0]]
+    first = GripperLatch(dim=3, hold_on_switch=True)  # the first command is not a switch
+    assert first.apply(np.array([0.5, 0.5, 0.5, -0.9], "float32"), None)[0][0] == 0.5
+    with pytest.raises(ValueError, match="at_subgoal_start needs initial"):
+        GripperLatch(at_subgoal_start=True)
     with pytest.raises(ValueError, match="initial must be 'low', 'high' or None"):
         GripperLatch(initial="open")
     with pytest.raises(ValueError, match="threshold must be >= 0; received threshold=-1"):
@@ -543,6 +559,16 @@ def test_mpc_executes_the_latched_gripper():
     np.testing.assert_allclose(np.abs(result.actions[:, 1]), 0.1)
     with pytest.raises(TypeError, match="gripper must be a GripperLatch"):
         MPC(planner, env, render_point((0.5, 0.7)), max_steps=6, gripper=0.5)
+    # Switching only at a sub-goal's first plan: up towards the first goal (latched +0.1 from
+    # the start), then down towards the second, switched once, with the arm (dim 0) held still
+    # on that step.
+    gated = GripperLatch(dim=1, threshold=0.05, low=-0.1, high=0.1, initial="high",
+                         at_subgoal_start=True, hold_on_switch=True)
+    goals = [(render_point((0.5, 0.7)), 3), (render_point((0.5, 0.2)), 3)]
+    result = MPC(_point_planner(), PointEnv(start=(0.2, 0.25)), goals,
+                 gripper=gated).run(seed=0)
+    np.testing.assert_allclose(result.actions[:, 1], [0.1, 0.1, 0.1, -0.1, -0.1, -0.1])
+    assert result.actions[3, 0] == 0.0 and result.actions[4, 0] != 0.0
 
 
 def test_mpc_errors():

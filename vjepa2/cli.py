@@ -263,6 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gripper-start", choices=("open", "closed"), default=None,
                    help="with --gripper-latch: the latched gripper command at the start of "
                    "each episode (default: the first plan decides)")
+    p.add_argument("--gripper-switch", choices=("any", "subgoal_start"), default=None,
+                   help="with --gripper-latch: which plans may switch it: any (default) or "
+                   "subgoal_start (only the first plan of each sub-goal; needs --gripper-start)")
+    p.add_argument("--gripper-hold", action="store_true", default=None,
+                   help="with --gripper-latch: hold the arm still on a step where the gripper "
+                   "switches (the fingers close or open in place)")
     p.add_argument("--gripper-search", choices=("gaussian", "paired"), default=None,
                    help="how CEM searches the gripper dim: gaussian (default, the reference) or "
                    "paired (open vs close, each candidate imagined with both; twice the "
