@@ -216,7 +216,9 @@ def main(argv=None):
     parser.add_argument("--comparison-contexts", type=int, nargs="*", default=[1],
                         help="context frames for the comparison budget")
     parser.add_argument("--budgets", nargs="*", default=[], metavar="S,I,H",
-                        help="extra budgets to time: samples,iterations,horizon each")
+                        help="extra budgets to time: samples,iterations,horizon each, "
+                        "',paired' to search the last action dim as open-versus-close "
+                        "(CEMConfig.binary_dims)")
     parser.add_argument("--skip-comparison", action="store_true")
     parser.add_argument("--jit", action="store_true", help="TensorFlow: XLA-compile")
     parser.add_argument("--action-bound", type=float, default=1.0,
@@ -279,9 +281,14 @@ def main(argv=None):
         for h in args.horizons]
     result["budgets"] = []
     for budget in args.budgets:
-        s, i, h = (int(v) for v in budget.split(","))
-        result["budgets"].append(run(f"budget {s},{i},{h}", model,
-                                     default.replace(samples=s, iterations=i, horizon=h), inputs))
+        parts = budget.split(",")
+        paired = parts[3:] == ["paired"]
+        if len(parts) not in (3, 4) or (len(parts) == 4 and not paired):
+            parser.error(f"--budgets takes samples,iterations,horizon[,paired]; received {budget}")
+        s, i, h = (int(v) for v in parts[:3])
+        config = default.replace(samples=s, iterations=i, horizon=h,
+                                 binary_dims=(model.action_dim - 1,) if paired else None)
+        result["budgets"].append(run(f"budget {budget}", model, config, inputs))
 
     if not args.skip_comparison:
         cmodel = comparison_model(model, 128)
