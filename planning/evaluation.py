@@ -716,8 +716,9 @@ def evaluate(task: str, episodes: int, out: str | os.PathLike, *, variation: str
             start of each episode (e.g. closed when the task starts holding the object); `None`
             lets the first plan decide.
         gripper_switch: with `gripper_latch`, `"any"` lets any plan switch it; `"subgoal_start"`
-            only the first plan of each sub-goal (needs `gripper_start`; each goal image then
-            fixes one gripper state, chosen when it is first pursued).
+            only the first plan of each later sub-goal (each goal image then fixes one gripper
+            state, chosen when it is first pursued; the first sub-goal keeps `gripper_start`,
+            which is therefore required).
         gripper_hold: with `gripper_latch`, the arm holds still on a step where the latch
             switches, so the fingers close or open in place.
         progress: print a line per episode.

@@ -80,8 +80,8 @@ class GripperLatch:
             robot does. The first command of an episode is not a switch.
         at_subgoal_start: let only the first plan of each sub-goal switch the latch (within
             a sub-goal the command stays): each goal image of a schedule then fixes one gripper
-            state, chosen by the planner when the image is first pursued. Needs `initial` (the
-            first sub-goal's first plan is the episode's first). A controller rule, not part of
+            state, chosen by the planner when the image is first pursued; the first sub-goal
+            keeps `initial`, which is therefore required. A controller rule, not part of
             the reference method: it keeps a model that cannot see the fingers from switching
             them on a whim.
     """
