@@ -667,6 +667,32 @@ def _model_info(world_model, model_path) -> dict:
     return info
 
 
+def _gripper_latch(policy: str, threshold: float | None, start: str | None, switch: str,
+                   hold: bool) -> GripperLatch | None:
+    """`evaluate`'s gripper options checked and turned into a `GripperLatch` (or `None`)."""
+    if threshold is None:
+        given = [flag for flag, on in (("--gripper-start", start is not None),
+                                       ("--gripper-switch", switch != "any"),
+                                       ("--gripper-hold", bool(hold))) if on]
+        if given:
+            raise UsageError(f"{' and '.join(given)} needs --gripper-latch")
+        return None
+    if policy != "planner":
+        raise UsageError(f"--gripper-latch applies to the planner, not the {policy} baseline")
+    if not (np.isfinite(threshold) and threshold >= 0):
+        raise UsageError(f"--gripper-latch must be >= 0; received {threshold}")
+    starts = {None: None, "open": "high", "closed": "low"}
+    if start not in starts:
+        raise UsageError(f"--gripper-start must be open or closed; received {start}")
+    if switch not in GRIPPER_SWITCHES:
+        raise UsageError(f"--gripper-switch must be one of {', '.join(GRIPPER_SWITCHES)}; "
+                         f"received {switch}")
+    if switch == "subgoal_start" and start is None:
+        raise UsageError("--gripper-switch subgoal_start needs --gripper-start (open or closed)")
+    return GripperLatch(threshold=float(threshold), initial=starts[start],
+                        hold_on_switch=bool(hold), at_subgoal_start=switch == "subgoal_start")
+
+
 def evaluate(task: str, episodes: int, out: str | os.PathLike, *, variation: str = "heldout",
              policy: str = "planner", world_model=None, model_path: str | None = None,
              planner: str = "default", cem_config: CEMConfig | None = None,
@@ -768,31 +794,7 @@ def evaluate(task: str, episodes: int, out: str | os.PathLike, *, variation: str
         if policy != "planner":
             raise UsageError(f"--goals applies to the planner; the {policy} baseline pursues "
                              "the final goal")
-    if gripper_latch is not None:
-        if policy != "planner":
-            raise UsageError(f"--gripper-latch applies to the planner, not the {policy} baseline")
-        if not (np.isfinite(gripper_latch) and gripper_latch >= 0):
-            raise UsageError(f"--gripper-latch must be >= 0; received {gripper_latch}")
-        starts = {None: None, "open": "high", "closed": "low"}
-        if gripper_start not in starts:
-            raise UsageError("--gripper-start must be open or closed; received "
-                             f"{gripper_start}")
-        if gripper_switch not in GRIPPER_SWITCHES:
-            raise UsageError(f"--gripper-switch must be one of {', '.join(GRIPPER_SWITCHES)}; "
-                             f"received {gripper_switch}")
-        if gripper_switch == "subgoal_start" and gripper_start is None:
-            raise UsageError("--gripper-switch subgoal_start needs --gripper-start (open or "
-                             "closed)")
-        latch = GripperLatch(threshold=float(gripper_latch), initial=starts[gripper_start],
-                             hold_on_switch=bool(gripper_hold),
-                             at_subgoal_start=gripper_switch == "subgoal_start")
-    elif gripper_start is not None or gripper_switch != "any" or gripper_hold:
-        given = [flag for flag, on in (("--gripper-start", gripper_start is not None),
-                                       ("--gripper-switch", gripper_switch != "any"),
-                                       ("--gripper-hold", bool(gripper_hold))) if on]
-        raise UsageError(f"{' and '.join(given)} needs --gripper-latch")
-    else:
-        latch = None
+    latch = _gripper_latch(policy, gripper_latch, gripper_start, gripper_switch, gripper_hold)
     goal_names = (goals or list(spec.goal_names)) if policy == "planner" else ["goal"]
     budgets = subgoal_budgets(goal_names, replans)
     planner_info = baseline_info = model_info = None
