@@ -1,7 +1,7 @@
 """Latent-space planning with a world model: CEM, energies, MPC and the Planner API.
 
-`planning` depends only on the small `WorldModel` protocol (`encode` / `rollout`), never on
-training code. Typical use:
+`planning` depends only on the small `WorldModel` protocol (`encode` / `rollout`): never on
+training code or an environment package (`tests/test_architecture.py` checks it). Typical use:
 
 >>> from planning import CEMConfig, MPC, Planner
 >>> planner = Planner(world_model, env.action_space, config=CEMConfig())
@@ -11,8 +11,8 @@ training code. Typical use:
 from planning.api import PlanInputError, Planner
 from planning.cem import CEMConfig, CEMPlanner, PlanResult, project_l1_ball, sample_candidates
 from planning.energy import EnergyConfig, l1_energy, l2_energy, make_energy, step_distances
-from planning.evaluation import evaluate, wilson_interval
 from planning.mpc import MPC, GripperLatch, MPCResult
+from planning.preset import PlannerPreset, PresetError
 from planning.protocol import WorldModel
 from planning.remote_env import RemoteEnv, RemoteEnvError
 from planning.schedule import SubgoalSchedule
@@ -26,17 +26,17 @@ __all__ = [
     "MPCResult",
     "PlanInputError",
     "PlanResult",
+    "PlannerPreset",
+    "PresetError",
     "Planner",
     "RemoteEnv",
     "RemoteEnvError",
     "SubgoalSchedule",
     "WorldModel",
-    "evaluate",
     "l1_energy",
     "l2_energy",
     "make_energy",
     "project_l1_ball",
     "sample_candidates",
     "step_distances",
-    "wilson_interval",
 ]

@@ -88,9 +88,9 @@ def main(argv=None) -> int:
         print(f"gripper_probe: error: {error}", file=sys.stderr)
         return 2
 
-    from planning.evaluation import load_model
+    from vjepa2.app.models import load_model
 
-    world_model = load_model(args.model)
+    world_model, _ = load_model(args.model)
     start = time.perf_counter()
     latents = np.stack([np.asarray(world_model.encode(frames[e][None]))[0].reshape(
         frames.shape[1], -1) for e in range(frames.shape[0])])

@@ -1,14 +1,14 @@
 """Tests of the RLDS collector and the clip reader."""
 import json
-from argparse import Namespace
 
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from envs.collect import CollectConfig, collect, collect_cli
+from envs.collect import CollectConfig, collect
 from tests.envs_helpers import dying_episode, failing_episode
+from vjepa2.cli import main
 from vjepa2.data import rlds
 from vjepa2.errors import UsageError
 
@@ -70,12 +70,12 @@ def test_interrupted_collection_resumes_without_loss_or_duplicates(tmp_path):
     assert second["failed"]
     assert len(_episodes(out)) == second["present"] < 6
     assert not list((out / "episodes").glob(".*tmp*"))
-    args = Namespace(task="reach", variation="train", episodes=6, workers=2, out=str(out),
-                     videos=False, image_size=SIZE, noise=None, seed=0)
-    assert collect_cli(args) == 0
+    argv = ["collect", "--task", "reach", "--variation", "train", "--episodes", "6",
+            "--workers", "2", "--out", str(out), "--image-size", str(SIZE)]
+    assert main(argv) == 0
     seeds = sorted(int(e["episode_metadata"]["seed"]) for e in _episodes(out))
     assert seeds == list(range(6))
-    assert collect_cli(args) == 0  # nothing left to do
+    assert main(argv) == 0  # nothing left to do
     assert len(_episodes(out)) == 6
 
 

@@ -2,7 +2,7 @@
 import json
 
 from tests.helpers import MICRO_OVERRIDES
-from vjepa2.demo import DemoScale, format_table, run_demo
+from vjepa2.app.demo import DemoScale, format_table, run_demo
 from vjepa2.models.world_model import load_world_model
 
 MICRO = DemoScale(

@@ -15,15 +15,19 @@ import numpy as np
 import pytest
 from keras import ops
 
-from planning import evaluation
-from planning.evaluation import (
+from planning.cem import CEMConfig
+from planning.mpc import GripperLatch
+from planning.preset import PlannerPreset
+from planning.remote_env import RemoteEnv, RemoteEnvError
+from vjepa2.app.evaluation import (
+    PRESETS,
+    episodes,
     evaluate,
-    gripper_latch_setting,
-    planner_config,
+    harness,
+    resolve_preset,
     subgoal_budgets,
     wilson_interval,
 )
-from planning.remote_env import RemoteEnv, RemoteEnvError
 from vjepa2.cli import main
 from vjepa2.errors import UsageError
 
@@ -160,26 +164,52 @@ def test_subgoal_budgets_scale_the_reference_split():
         subgoal_budgets(names, 2)
 
 
-def test_planner_presets_in_env_units():
-    assert planner_config("default") == planner_config("default", samples=None)
-    reference = planner_config("reference")
-    assert reference.samples == 800 and reference.l1_radius == pytest.approx(1.5)
-    notebook = planner_config("notebook")
-    assert notebook.clip == pytest.approx((1.0, 1.0, 1.0, 0.75))
-    assert planner_config("default", samples=64, iterations=2, horizon=3).horizon == 3
-    ball = planner_config("default", l1_radius=0.075)  # metres -> units of 0.05 m, xyz only
-    assert ball.l1_radius == pytest.approx(1.5) and ball.ball_dims == (0, 1, 2)
-    with pytest.raises(UsageError, match="l1_radius"):
-        planner_config("default", l1_radius=-0.1)
-    with pytest.raises(UsageError, match="samples must be >= elites"):
-        planner_config("default", samples=4)
-    with pytest.raises(UsageError, match="unknown planner preset"):
-        planner_config("fast")
-    assert planner_config("default").binary_dims is None
-    assert planner_config("notebook", gripper_search="paired").binary_dims == (3,)
-    with pytest.raises(UsageError, match="unknown gripper search 'both'; expected one of "
-                                         "gaussian, paired"):
-        planner_config("default", gripper_search="both")
+def test_shared_presets_convert_the_reference_limits_to_env_units():
+    for task, table in PRESETS.items():
+        assert {"default", "reference_method", "reference", "notebook"} <= set(table), task
+        reference = table["reference"].cem
+        assert reference.samples == 800 and reference.iterations == 10
+        assert reference.l1_radius == pytest.approx(1.5)  # 0.075 m in units of 0.05 m
+        assert table["notebook"].cem.clip == pytest.approx((1.0, 1.0, 1.0, 0.75))
+        assert table["reference_method"].gripper is None
+        assert table["reference_method"].cem.binary_dims is None
+    assert PRESETS["pick_and_place"]["reference"].goals == ("grasp", "near_goal", "goal")
+    assert PRESETS["grasp"]["reference_method"].goals == ("goal",)
+
+
+def test_task_defaults_are_the_published_settings():
+    # What the README's rows were measured with, written as flags before presets existed:
+    # --iterations 4 --xyz-clip 0.05 --gripper-search paired --gripper-latch 0.6
+    # --gripper-start open --gripper-switch subgoal_start --gripper-hold --stop-energy 0
+    paired = PlannerPreset(
+        cem=CEMConfig(iterations=4, clip=(1.0, 1.0, 1.0, 1.0), binary_dims=(3,)),
+        gripper=GripperLatch(threshold=0.6, initial="high", hold_on_switch=True,
+                             at_subgoal_start=True), stop_energy=None)
+    for task in ("grasp", "pick_and_place"):
+        assert PRESETS[task]["default"].replace(description="") == paired
+    # --gripper-latch 0.6 --gripper-start closed, the task that starts holding the object.
+    assert PRESETS["reach_with_object"]["default"].gripper == GripperLatch(threshold=0.6, initial="low")
+    assert PRESETS["reach"]["default"].replace(description="") == PlannerPreset()
+    assert PRESETS["reach"]["default"].stop_threshold(0.05) == 0.05  # the model's stop rule
+    assert PRESETS["grasp"]["default"].stop_threshold(0.05) is None
+
+
+def test_presets_resolve_by_name_file_and_override(tmp_path):
+    name, preset = resolve_preset("grasp")
+    assert name == "default" and preset == PRESETS["grasp"]["default"]
+    name, preset = resolve_preset("grasp", "latch", ["cem.samples=32", "gripper=off"])
+    assert name == "latch+set" and preset.cem.samples == 32 and preset.gripper is None
+    saved = tmp_path / "evaluation.json"
+    saved.write_text(json.dumps({"planner": {"preset": preset.to_dict()}}))
+    assert resolve_preset("grasp", str(saved)) == (str(saved), preset)
+    with pytest.raises(UsageError, match="unknown preset 'fast' for grasp; expected one of "
+                                         "default, "):
+        resolve_preset("grasp", "fast")
+    with pytest.raises(UsageError, match="goals must name goal images of reach"):
+        resolve_preset("reach", None, ["goals=pregrasp,goal"])
+    with pytest.raises(UsageError, match="records no planner preset"):
+        (tmp_path / "other.json").write_text("{}")
+        resolve_preset("reach", str(tmp_path / "other.json"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,7 +258,7 @@ def test_random_and_expert_baselines_and_resume(tmp_path, capsys, monkeypatch):
     def no_env(*args, **kwargs):
         raise AssertionError("an env was started with every episode finished")
 
-    monkeypatch.setattr(evaluation, "RemoteEnv", no_env)
+    monkeypatch.setattr(harness, "RemoteEnv", no_env)
     assert evaluate("reach", 3, out, policy="random", max_steps=8, videos=1, seed=5,
                     image_size=SIZE, progress=False)["episodes"] == 3
     monkeypatch.undo()
@@ -268,7 +298,7 @@ class PixelModel:
         return z_context[:, -1:] + shift[:, :, None, :]
 
 
-class SpyMPC(evaluation.MPC):
+class SpyMPC(episodes.MPC):
     """Records everything the planning loop receives from the env."""
 
     seen = []
@@ -294,18 +324,19 @@ class SpyMPC(evaluation.MPC):
 
 
 def test_planner_runs_end_to_end_blind_to_the_simulator(tmp_path, monkeypatch):
-    monkeypatch.setattr(evaluation, "MPC", SpyMPC)
+    monkeypatch.setattr(episodes, "MPC", SpyMPC)
     model = PixelModel()
-    config = planner_config("default", samples=16, iterations=2, horizon=1)
     out = tmp_path / "planner"
-    results = evaluate("pick_and_place", 2, out, world_model=model, cem_config=config,
-                       max_steps=6, videos=1, image_size=SIZE, progress=False,
-                       goals=["grasp", "near_goal", "goal"], gripper_latch=0.5)
+    results = evaluate("pick_and_place", 2, out, world_model=model, preset="latch",
+                       overrides=["cem.samples=16", "cem.iterations=2", "gripper.threshold=0.5",
+                                  "goals=grasp,near_goal,goal"],
+                       max_steps=6, videos=1, image_size=SIZE, progress=False)
     results, records = check_outputs(out, 2, 1)
-    assert results["planner"]["gripper_latch"] == 0.5
-    assert results["planner"]["early_advance"] is False
+    preset = results["planner"]["preset"]
+    assert results["planner"]["preset_name"] == "latch+set"
+    assert preset["gripper"]["threshold"] == 0.5 and preset["early_advance"] is False
     assert results["policy"] == "planner" and results["baseline"] is None
-    assert results["planner"]["cem"]["samples"] == 16
+    assert preset["cem"]["samples"] == 16
     assert results["model"]["class"] == "PixelModel"
     assert results["subgoals"] == {"names": ["grasp", "near_goal", "goal"],
                                    "budgets": [1, 4, 1]}
@@ -330,66 +361,38 @@ def test_planner_runs_end_to_end_blind_to_the_simulator(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("argv, message", [
     (["--task", "fly"], "unknown task 'fly'"),
-    (["--task", "reach", "--policy", "random", "--stop-energy", "0.1"], "takes no --stop-energy"),
+    (["--task", "reach", "--policy", "random", "--set", "cem.samples=9"],
+     "the random baseline takes no --set"),
+    (["--task", "reach", "--policy", "expert", "--preset", "reference"],
+     "the expert baseline takes no --preset"),
+    (["--task", "reach", "--policy", "random", "--model", "shipped"], "takes no --model"),
     (["--task", "reach", "--model", "/nonexistent/run"], "is not a folder"),
     (["--task", "reach", "--model", "{empty}"], "world.model"),
-    (["--task", "reach", "--model", "{empty}", "--samples", "3"], "samples must be >= elites"),
-    (["--task", "reach", "--policy", "random", "--samples", "9"], "takes no --samples"),
-    (["--task", "grasp", "--policy", "random", "--gripper-latch", "0.5"],
-     "takes no --gripper-latch"),
-    (["--task", "grasp", "--model", "shipped", "--goals", "pregrasp"],
-     "--goals must name .* ending with goal; received pregrasp"),
-    (["--task", "grasp", "--model", "shipped", "--goals", "grip,goal"],
-     "--goals must name distinct goal images of grasp"),
-    (["--task", "grasp", "--model", "shipped", "--gripper-start", "open"],
-     "--gripper-start needs --gripper-latch"),
-    (["--task", "grasp", "--model", "shipped", "--gripper-latch", "maybe"],
-     "--gripper-latch must be a number >= 0 or off; received maybe"),
-    (["--task", "grasp", "--model", "shipped", "--gripper-latch", "-1"],
-     "--gripper-latch must be >= 0; received -1"),
-    (["--task", "grasp", "--model", "shipped", "--gripper-hold"],
-     "--gripper-hold needs --gripper-latch"),
-    (["--task", "grasp", "--model", "shipped", "--gripper-latch", "0.6", "--gripper-switch",
-      "subgoal_start"], "--gripper-switch subgoal_start needs --gripper-start"),
-    (["--task", "grasp", "--policy", "expert", "--gripper-search", "paired"],
-     "takes no --gripper-search"),
-    (["--task", "grasp", "--model", "shipped", "--xyz-clip", "0"],
-     "--xyz-clip must be > 0 metres; received 0"),
+    (["--task", "reach", "--set", "cem.samples=3"], "samples must be >= elites"),
+    (["--task", "reach", "--set", "cem.sample=3"], "unknown field 'sample' of cem"),
+    (["--task", "reach", "--set", "samples"], "an override is field=value"),
+    (["--task", "grasp", "--preset", "fast"], "unknown preset 'fast' for grasp"),
+    (["--task", "grasp", "--set", "goals=pregrasp"],
+     "goals must be distinct goal-image names ending with goal; received goals=pregrasp"),
+    (["--task", "grasp", "--set", "goals=grip,goal"], "goals must name goal images of grasp"),
+    (["--task", "grasp", "--set", "gripper.threshold=-1"], "threshold must be >= 0"),
+    (["--task", "grasp", "--set", "gripper.initial=maybe"], "initial must be 'low', 'high'"),
+    (["--task", "grasp", "--set", "stop_energy=-1"], "stop_energy must be 'model', a number"),
+    (["--task", "grasp", "--set", "cem.clip=0,1"], "clip must have one value per action dim"),
+    (["--task", "reach", "--out", "{file}"], "is a file"),
 ])
 def test_cli_bad_inputs_are_one_line_errors(argv, message, tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    argv = [a.replace("{empty}", str(tmp_path / "empty")) for a in argv]
-    code = main(["evaluate", *argv, "--episodes", "2", "--out", str(tmp_path / "out")])
+    (tmp_path / "file").write_text("x")
+    argv = [a.replace("{empty}", str(tmp_path / "empty")).replace("{file}", str(tmp_path / "file"))
+            for a in argv]
+    if "--out" not in argv:
+        argv += ["--out", str(tmp_path / "out")]
+    code = main(["evaluate", *argv, "--episodes", "2"])
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert len(err.splitlines()) == 1 and err.startswith("vjepa2 evaluate: error:")
     assert re.search(message, err), err
-
-
-def test_gripper_latch_defaults_to_on_only_for_the_task_that_starts_holding():
-    assert gripper_latch_setting(None, None, "reach_with_object") == {
-        "gripper_latch": 0.6, "gripper_start": "closed"}
-    assert gripper_latch_setting(None, None, "grasp") == {
-        "gripper_latch": None, "gripper_start": None}
-    assert gripper_latch_setting("off", None, "reach_with_object") == {
-        "gripper_latch": None, "gripper_start": None}
-    assert gripper_latch_setting("0.4", "open", "grasp") == {
-        "gripper_latch": 0.4, "gripper_start": "open"}
-    with pytest.raises(UsageError, match="--gripper-start needs --gripper-latch"):
-        gripper_latch_setting("off", "open", "grasp")
-
-
-def test_stop_energy_comes_from_the_flag_or_the_model_conventions():
-    class Model:
-        conventions = {"stop_energy": 0.05}
-
-    assert evaluation.stop_energy_setting(None, Model()) == 0.05
-    assert evaluation.stop_energy_setting(0.02, Model()) == 0.02
-    assert evaluation.stop_energy_setting(0.0, Model()) is None  # 0 disables the rule
-    Model.conventions = {}
-    assert evaluation.stop_energy_setting(None, Model()) is None
-    with pytest.raises(UsageError, match="--stop-energy must be >= 0; received -1"):
-        evaluation.stop_energy_setting(-1.0, Model())
 
 
 class FakeEnv:
@@ -415,10 +418,36 @@ class FakeEnv:
 def test_planner_view_hides_the_simulator_and_spans_the_frame_stride():
     env = FakeEnv()
     obs, info = env.reset(seed=1)
-    view = evaluation._PlannerView(env, 1, obs, info, frame_stride=2, delta_dims=(0, 1, 2))
+    view = episodes.PlannerView(env, 1, obs, info, frame_stride=2, delta_dims=(0, 1, 2))
     obs, info = view.reset(seed=1)
     assert set(obs) == {"image", "state"} and info == {} and env.actions == []  # no 2nd reset
     obs, reward, terminated, truncated, info = view.step(np.array([1.0, -0.5, 0.2, -1.0]))
     assert set(obs) == {"image", "state"} and info == {} and reward == 0.0
     np.testing.assert_allclose(env.actions, [[0.5, -0.25, 0.1, -1.0]] * 2)
     assert len(view.infos) == 3 and len(view.observations) == 2  # all infos kept for later
+
+
+RECORDED = os.path.join(os.path.dirname(__file__), "..", "docs", "results",
+                        "eval_heldout_paired", "{task}", "planner", "episodes.jsonl")
+
+
+@pytest.mark.parametrize("task, steps, compared", [("grasp", 8, 2), ("pick_and_place", 16, 2)])
+def test_plain_evaluate_reproduces_the_published_rows_first_actions(task, steps, compared,
+                                                                     tmp_path):
+    # The README's grasp and pick-and-place rows (seed 1000 first) were measured with nine
+    # flags before presets existed; `vjepa2 evaluate --task T` alone must plan the same
+    # actions. A short episode (the shipped model re-plans every 2 env steps) keeps the first
+    # sub-goal (pre-grasp) for `compared` re-plans.
+    with open(RECORDED.format(task=task)) as f:
+        recorded = min((json.loads(line) for line in f), key=lambda r: r["seed"])
+    out = tmp_path / task
+    assert main(["evaluate", "--task", task, "--episodes", "1", "--out", str(out),
+                 "--max-steps", str(steps), "--videos", "0"]) in (0, 1)
+    record = json.loads((out / "episodes.jsonl").read_text())
+    assert record["seed"] == recorded["seed"] == 1000
+    assert record["goal_index"][:compared] == [0] * compared
+    np.testing.assert_allclose(record["actions"][:compared], recorded["actions"][:compared],
+                               atol=1e-4)
+    results = json.loads((out / "results.json").read_text())
+    assert results["planner"]["preset_name"] == "default"
+    assert results["model"]["weights_sha256"] and results["model"]["path"].endswith("world_model")

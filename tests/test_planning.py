@@ -583,7 +583,7 @@ def test_mpc_errors():
 
 
 def test_stop_threshold_is_the_largest_distance_meeting_the_precision():
-    from planning.calibrate import stop_threshold
+    from vjepa2.app.calibrate import stop_threshold
 
     # Latent distances 1..10; pairs 1-6 are physically close except pair 4.
     latent = np.arange(1, 11, dtype=float)

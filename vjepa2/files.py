@@ -113,7 +113,7 @@ def read_jsonl(path: str | os.PathLike, *, repair: bool = True) -> tuple[list, b
 
 def check_settings(path: str | os.PathLike, wanted: dict, *, what: str,
                    keys: Iterable[str] | None = None, hint: str = "use another --out or "
-                   "the same settings") -> bool:
+                   "the same settings", record: bool = True) -> bool:
     """Checks a folder's recorded settings against `wanted`, or records them.
 
     Args:
@@ -122,9 +122,11 @@ def check_settings(path: str | os.PathLike, wanted: dict, *, what: str,
         what: what the folder holds, for the message ("an evaluation", "a collection").
         keys: the keys that must agree (default: every key of either side).
         hint: what the user can do, appended to the message.
+        record: write `wanted` when the file does not exist yet (False: only compare, for a
+            caller that records the settings once its run has really started).
 
     Returns:
-        True if the file existed (a continued run), False if it was written now.
+        True if the file existed (a continued run), False otherwise.
 
     Raises:
         UsageError: one line naming the first differing key and both values.
@@ -132,7 +134,8 @@ def check_settings(path: str | os.PathLike, wanted: dict, *, what: str,
     path = Path(path)
     wanted = jsonable(wanted)
     if not path.exists():
-        write_json(path, wanted)
+        if record:
+            write_json(path, wanted)
         return False
     try:
         found = json.loads(path.read_text())
@@ -143,3 +146,37 @@ def check_settings(path: str | os.PathLike, wanted: dict, *, what: str,
             raise UsageError(f"{path.parent} holds {what} with {key}={found.get(key)!r}; "
                              f"received {key}={wanted.get(key)!r} ({hint})")
     return True
+
+
+# What each command leaves in its output folder, so that one command refuses another's folder.
+FOLDER_MARKERS = {
+    "evaluation.json": "an evaluation (vjepa2 evaluate)",
+    "collect.json": "a log collection (vjepa2 collect)",
+    "checkpoints": "a training run (vjepa2 pretrain / finetune-ac)",
+    "demo.json": "a demo (vjepa2 demo)",
+}
+
+
+def check_output_folder(out: str | os.PathLike, marker: str, flag: str = "--out") -> Path:
+    """Refuses an output path that is a file or holds another command's output.
+
+    Args:
+        out: the output folder (it need not exist).
+        marker: the file or folder this command keeps in it (a key of `FOLDER_MARKERS`).
+        flag: the option that named it, for the message.
+
+    Returns:
+        `out` as a `Path`.
+
+    Raises:
+        UsageError: one line naming the path and what it holds.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{flag} {out} is a file; expected a folder (new or from the same "
+                         "command)")
+    if out.is_dir() and not (out / marker).exists():
+        for other, what in FOLDER_MARKERS.items():
+            if other != marker and (out / other).exists():
+                raise UsageError(f"{flag} {out} holds {what}; choose another folder")
+    return out

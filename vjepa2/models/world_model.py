@@ -364,12 +364,12 @@ def _broadcast(x, batch):
 
 def save_world_model(run_dir, encoder, predictor, conventions: WorldModelConventions):
     """Writes `encoder/`, `ac_predictor/` and `conventions.json` into `run_dir`."""
-    from vjepa2.train.checkpoint import atomic_write_text
+    from vjepa2.files import atomic_write
 
     run_dir = Path(run_dir)
     encoder.save_to_preset(run_dir / ENCODER_DIR)
     predictor.save_to_preset(run_dir / PREDICTOR_DIR)
-    atomic_write_text(run_dir / CONVENTIONS_FILE, json.dumps(conventions.to_json(), indent=2))
+    atomic_write(run_dir / CONVENTIONS_FILE, json.dumps(conventions.to_json(), indent=2))
 
 
 SHIPPED = "shipped"

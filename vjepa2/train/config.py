@@ -6,6 +6,11 @@ import dataclasses
 from vjepa2.errors import UsageError
 
 
+def opt(default=dataclasses.MISSING, help: str = "", **metadata):
+    """A config field with its command-line help (`vjepa2.app.flags` makes the flag from it)."""
+    return dataclasses.field(default=default, metadata={"help": help, **metadata})
+
+
 def check(condition: bool, message: str) -> None:
     """Raises `UsageError(message)` unless `condition`."""
     if not condition:

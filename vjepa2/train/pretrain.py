@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 from vjepa2.errors import UsageError
-from vjepa2.train.config import TrainingConfigMixin, check
+from vjepa2.train.config import TrainingConfigMixin, check, opt
 from vjepa2.train.run_folder import CONFIG_FILE, check_run_folder, resolve_precision
 
 __all__ = ["PretrainConfig", "build_trainer", "make_mask_sampler", "make_pretrain_dataset",
-           "pretrain", "pretrain_cli", "resolve_precision"]
+           "pretrain", "resolve_precision"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,27 +32,34 @@ class PretrainConfig(TrainingConfigMixin):
     (`resolved_schedule()`).
     """
 
-    videos: str
-    out: str
-    steps: int
-    preset: str = "tiny"
-    batch_size: int = 8
-    frames: int = 8
-    resolution: int = 128
-    fps: float = 4.0
-    lr: float = 5.25e-4
-    start_lr: float = 1e-4
-    final_lr: float = 1e-6
-    warmup_steps: int | None = None
-    decay_steps: int | None = None
-    weight_decay: float = 0.04
-    ema: tuple[float, float] = (0.99925, 0.99925)
-    clip_grad: float | None = None
-    checkpoint_every: int = 100
-    seed: int = 0
-    workers: int | None = None
-    distribute: str = "none"
-    precision: str = "auto"
+    videos: str = opt(help="folder of .mp4/.webm/.mkv/.avi files, or a CSV of path[,label]")
+    out: str = opt(help="run folder (checkpoints, metrics, logs)")
+    steps: int = opt(help="optimizer steps")
+    preset: str = opt("tiny", "model preset name (tiny, small, large, huge, giant) or a preset "
+                      "folder")
+    batch_size: int = opt(8, "clips per step")
+    frames: int = opt(8, "frames per clip")
+    resolution: int = opt(128, "frame size in px")
+    fps: float = opt(4.0, "clip sampling rate (frames/s)")
+    lr: float = opt(5.25e-4, "peak learning rate")
+    start_lr: float = opt(1e-4, "learning rate at step 0")
+    final_lr: float = opt(1e-6, "learning rate after decay")
+    warmup_steps: int | None = opt(None, "linear warmup steps (default: 10% of --steps)")
+    decay_steps: int | None = opt(None, "final linear decay steps (default: 20% of --steps)")
+    weight_decay: float = opt(0.04, "AdamW weight decay")
+    ema: tuple[float, float] = opt((0.99925, 0.99925), "EMA teacher momentum, linearly "
+                                   "scheduled from START to END", metavar=("START", "END"))
+    clip_grad: float | None = opt(None, "global gradient-norm clip (default: none)")
+    checkpoint_every: int = opt(100, "steps between checkpoints")
+    seed: int = opt(0, "random seed")
+    workers: int | None = opt(None, "parallel video decoders (default: CPU count)")
+    distribute: str = opt(
+        "none", "multi-device training: tf.distribute.MirroredStrategy (TensorFlow, one host), "
+        "MultiWorkerMirroredStrategy (TensorFlow, hosts from TF_CONFIG) or "
+        "keras.distribution.DataParallel (JAX, all devices of all processes)",
+        choices=("none", "mirrored", "multi_worker", "data_parallel"))
+    precision: str = opt("auto", "auto: mixed_bfloat16 where a GPU is present, else float32",
+                         choices=("auto", "float32", "mixed_bfloat16"))
 
     def __post_init__(self):
         self.check_training_fields()
@@ -276,23 +282,3 @@ def pretrain(config: PretrainConfig, resume: bool = False, verbose: int = 1,
     final = manager.latest_state()
     return {"step": final["step"], "seconds": seconds, "run": str(out)}
 
-
-def pretrain_cli(args) -> int:
-    config = PretrainConfig(
-        videos=args.videos, out=args.out, steps=args.steps, preset=args.preset,
-        batch_size=args.batch_size, frames=args.frames, resolution=args.resolution, fps=args.fps,
-        lr=args.lr, start_lr=args.start_lr, final_lr=args.final_lr,
-        warmup_steps=args.warmup_steps, decay_steps=args.decay_steps,
-        weight_decay=args.weight_decay, ema=tuple(args.ema), clip_grad=args.clip_grad,
-        checkpoint_every=args.checkpoint_every, seed=args.seed, workers=args.workers,
-        distribute=args.distribute, precision=args.precision)
-    try:
-        summary = pretrain(config, resume=args.resume)
-    except RuntimeError as error:
-        print(f"vjepa2 pretrain: error: {error}", file=sys.stderr)
-        return 1
-    print(f"done: step {summary['step']}; encoder saved to {Path(config.out) / 'encoder'}")
-    return 0
-
-
-del os

@@ -126,7 +126,7 @@ def write_stop_energy(run_dir: str | Path, calibration: dict) -> Path:
     """Stores the calibration in the run's `conventions.json` (atomically), where
     `vjepa2 evaluate` and `planning.MPC` users find it."""
     from vjepa2.models.world_model import CONVENTIONS_FILE, WorldModelConventions
-    from vjepa2.train.checkpoint import atomic_write_text
+    from vjepa2.files import atomic_write
 
     path = Path(run_dir) / CONVENTIONS_FILE
     if not path.is_file():
@@ -135,5 +135,5 @@ def write_stop_energy(run_dir: str | Path, calibration: dict) -> Path:
     payload["stop_energy"] = calibration["stop_energy"]
     payload["stop_calibration"] = calibration
     WorldModelConventions.from_json(payload)  # validates before writing
-    atomic_write_text(path, json.dumps(payload, indent=2))
+    atomic_write(path, json.dumps(payload, indent=2))
     return path

@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import time
 from pathlib import Path
 
 from vjepa2.errors import UsageError
+from vjepa2.files import atomic_write, check_output_folder
 
 STATE_FILE = "demo.json"
 STAGES = ("logs", "pretrain", "world_model", "stop_rule", "eval")
@@ -71,9 +71,7 @@ def _load_state(out: Path, scale: DemoScale) -> dict:
 
 
 def _save_state(out: Path, state: dict) -> None:
-    from vjepa2.train.checkpoint import atomic_write_text
-
-    atomic_write_text(out / STATE_FILE, json.dumps(state, indent=2))
+    atomic_write(out / STATE_FILE, json.dumps(state, indent=2))
 
 
 def _stage(out: Path, state: dict, name: str, run, log):
@@ -101,7 +99,7 @@ def run_demo(out: str | Path, scale: DemoScale = DemoScale(), log=print) -> dict
 
     for task in scale.tasks:
         get_task(task)
-    out = Path(out)
+    out = check_output_folder(out, STATE_FILE)
     out.mkdir(parents=True, exist_ok=True)
     state = _load_state(out, scale)
     _save_state(out, state)
@@ -139,10 +137,11 @@ def run_demo(out: str | Path, scale: DemoScale = DemoScale(), log=print) -> dict
                            predictor_overrides=dict(scale.ac_overrides or {}) or None)
 
     def stop_rule_stage():
-        from planning.calibrate import calibrate_stop_energy, write_stop_energy
-        from planning.evaluation import load_model
+        from vjepa2.app.calibrate import calibrate_stop_energy, write_stop_energy
+        from vjepa2.app.models import load_model
 
-        result = calibrate_stop_energy(load_model(out / "world_model"), out / "logs",
+        world_model, _ = load_model(out / "world_model")
+        result = calibrate_stop_energy(world_model, out / "logs",
                                        episodes=min(40, scale.episodes))
         if result["stop_energy"] is not None:
             write_stop_energy(out / "world_model", result)
@@ -166,11 +165,12 @@ def run_demo(out: str | Path, scale: DemoScale = DemoScale(), log=print) -> dict
 
 def evaluate_demo(out: Path, scale: DemoScale, log) -> list[dict]:
     """Planner and random baseline episodes per task and variation; returns the table rows."""
-    from planning.evaluation import evaluate, load_model, planner_config, stop_energy_setting
+    from vjepa2.app.evaluation import evaluate
+    from vjepa2.app.models import load_model
 
-    world_model = load_model(out / "world_model")
-    stop_energy = stop_energy_setting(None, world_model)
-    cem = planner_config("default", samples=scale.samples, iterations=scale.iterations)
+    world_model, folder = load_model(out / "world_model")
+    overrides = [f"cem.{name}={value}" for name, value in (
+        ("samples", scale.samples), ("iterations", scale.iterations)) if value is not None]
     rows = []
     for task in scale.tasks:
         for variation in scale.variations:
@@ -180,8 +180,8 @@ def evaluate_demo(out: Path, scale: DemoScale, log) -> list[dict]:
                 if episodes < 1:
                     continue
                 folder = out / "eval" / f"{task}_{variation}" / policy
-                planner_args = dict(world_model=world_model, model_path=str(out / "world_model"),
-                                    cem_config=cem, stop_energy=stop_energy
+                planner_args = dict(world_model=world_model, model_path=folder,
+                                    preset="default", overrides=overrides
                                     ) if policy == "planner" else {}
                 results = evaluate(task, episodes, folder, variation=variation, policy=policy,
                                    max_steps=scale.max_steps, progress=False,
@@ -215,15 +215,3 @@ def format_table(rows: list[dict]) -> str:
     lines.append("(a 20-minute CPU run; the README's results table gives the shipped model's "
                  "numbers over >= 50 episodes)")
     return "\n".join(lines)
-
-
-def demo_cli(args) -> int:
-    scale = DemoScale(episodes=args.episodes, pretrain_steps=args.pretrain_steps,
-                      finetune_steps=args.finetune_steps, eval_episodes=args.eval_episodes,
-                      baseline_episodes=args.eval_episodes)
-    try:
-        run_demo(args.out, scale)
-    except RuntimeError as error:
-        print(f"vjepa2 demo: error: {error}", file=sys.stderr)
-        return 1
-    return 0

@@ -1,0 +1,230 @@
+"""Zero-shot goal-image evaluation: the planner (or a baseline) in the MuJoCo tasks.
+
+`evaluate` runs episodes with seeds `seed + i` in one scene-variation set and writes the
+results folder described in `store.py` (settings, episode records, `results.json`, videos, a
+summary plot); a re-run into the same folder continues it.
+
+Policies:
+- `"planner"`: MPC with the CEM planner and the world model towards the goal images, as the
+  task's planner preset says (`presets.py`). The loop plans through `PlannerView`: it cannot
+  consult the simulator's success, distance or privileged state. An episode ends when its step
+  budget is spent (or on the planner's own latent stop rule); success is read afterwards from
+  the final `info`.
+- `"random"`: uniform random actions in the action space (seeded by the episode seed).
+- `"expert"`: the task's scripted expert (`envs.policies`), an upper-bound baseline. It reads
+  privileged simulator state, so it runs inside the env process.
+
+Baselines run the same step budget as the planner and never stop early on success either. The
+environment always runs in a child process (`planning.remote_env.RemoteEnv`): MuJoCo's EGL
+renderer and TensorFlow cannot share a process.
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Sequence
+
+import numpy as np
+
+from envs.policies import DEFAULT_NOISE, STEP_METRES
+from envs.tasks import MAX_EPISODE_STEPS, get_task
+from planning.api import Planner
+from planning.preset import PlannerPreset
+from planning.remote_env import RemoteEnv
+from vjepa2.app.evaluation import report
+from vjepa2.app.evaluation.episodes import (EpisodeSetting, episode_record, run_baseline_episode,
+                                            run_planner_episode)
+from vjepa2.app.evaluation.presets import resolve_preset, subgoal_budgets
+from vjepa2.app.evaluation.store import SUMMARY_FILE, ResultsStore
+from vjepa2.app.models import model_record
+from vjepa2.errors import UsageError
+
+POLICIES = ("planner", "random", "expert")
+VARIATIONS = ("train", "wide", "heldout")
+SUMMARY_EVERY = 10  # episodes between summary-plot refreshes (it is also drawn at the end)
+
+
+def evaluate(task: str, episodes: int, out: str | os.PathLike, *,
+             preset: str | PlannerPreset | None = None, overrides: Sequence[str] = (),
+             policy: str = "planner", world_model=None, model_path=None,
+             variation: str = "heldout", max_steps: int | None = None, videos: int = 4,
+             seed: int = 1000, image_size: int | None = None, noise: float | None = None,
+             progress: bool = True) -> dict:
+    """Runs (or continues) an evaluation and writes its outputs into `out`.
+
+    Args:
+        task: `reach`, `push`, `grasp`, `reach_with_object` or `pick_and_place`.
+        episodes: episodes wanted in `out` (seeds `seed .. seed + episodes - 1`); finished ones
+            are skipped.
+        out: output folder (`store.py`).
+        preset: the planner preset: `None` for the task's default, a name of the task's table
+            (`presets.PRESETS`), a saved `evaluation.json`, or a `PlannerPreset`.
+        overrides: `field=value` changes to the preset (`PlannerPreset.override`).
+        policy: `"planner"`, `"random"` or `"expert"`.
+        world_model: the world model (`planning.WorldModel`), for the planner.
+        model_path: the folder `world_model` was loaded from (recorded with a digest of its
+            weights; part of the settings a re-run must match).
+        variation: `"train"`, `"wide"` or `"heldout"` scene variations.
+        max_steps: env steps per episode (default: the task's 50). A world model with
+            `conventions["frame_stride"] = s` re-plans every `s` env steps.
+        videos: how many of the first episodes to save as mp4.
+        seed: base seed.
+        image_size: camera frame size (default 128; the world model resizes frames).
+        noise: the expert's action noise (default `envs.policies.DEFAULT_NOISE`).
+        progress: print a line per episode and a summary.
+
+    Returns:
+        The results dict (also in `out/results.json`; fields in `report.summarize`).
+
+    Example:
+
+    >>> evaluate("reach", 20, "eval/reach_expert", policy="expert")["success_rate"]
+    """
+    spec, max_steps = _check_arguments(task, episodes, policy, variation, max_steps, videos,
+                                       world_model, preset, overrides, noise)
+    setting, settings = _settings(spec, policy, world_model, model_path, preset, overrides,
+                                  variation, max_steps, seed, image_size, noise)
+    store = ResultsStore(out, settings)
+    settings["model"] = None if world_model is None else model_record(world_model, model_path)
+    seeds = [int(seed) + i for i in range(episodes)]
+    todo = [(i, s) for i, s in enumerate(seeds) if s not in store.records]
+    if not todo:
+        if progress:
+            print(f"evaluate: all {episodes} episodes already in {store.out}")
+        return _write_results(store, seeds, settings, final=True)
+    env_kwargs = dict(variation=variation, image_size=settings["image_size"],
+                      max_episode_steps=max_steps)
+    if policy == "expert":
+        env_kwargs.update(child_policy="envs.policies:make_policy", child_policy_kwargs={
+            "name": task, "noise": settings["baseline"]["noise"]})
+    finished = False
+    try:
+        with RemoteEnv(spec.env_id, modules=("envs",), **env_kwargs) as env:
+            planner = None if setting is None else _make_planner(world_model, env, setting)
+            store.begin()
+            for n, (index, ep_seed) in enumerate(todo):
+                t0 = time.perf_counter()
+                if planner is not None:
+                    ep = run_planner_episode(env, planner, ep_seed, setting, index < videos)
+                else:
+                    ep = run_baseline_episode(env, policy, ep_seed, max_steps, index < videos)
+                record = episode_record(ep, index, setting.replans if setting else max_steps,
+                                        1 if planner is not None and n == 0 else 0,
+                                        time.perf_counter() - t0)
+                if index < videos:  # before the record, whose presence marks the episode done
+                    report.write_episode_video(store.video_path(ep_seed), ep, record)
+                store.add(record)
+                _write_results(store, seeds, settings, final=(n + 1) % SUMMARY_EVERY == 0)
+                if progress:
+                    report.print_episode(record, len(store.records), episodes)
+        finished = True
+    finally:
+        # Interrupted or not, the results and plot describe every finished episode.
+        results = _write_results(store, seeds, settings, final=True)
+    if finished and progress:
+        report.print_summary(results, store.out)
+    return results
+
+
+def _write_results(store: ResultsStore, seeds: list[int], settings: dict, final: bool) -> dict:
+    """`results.json` (and, when `final`, the summary plot) from the finished episodes."""
+    done = store.finished(seeds)
+    extra = dict(store.wall_seconds(), seconds_per_episode=(
+        float(np.mean([r["wall_seconds"] for r in done])) if done else None))
+    results = report.summarize(done, settings, len(seeds), extra)
+    store.write_results(results)
+    if final and done:
+        report.write_summary_png(store.out / SUMMARY_FILE, done, results)
+    return results
+
+
+def _check_arguments(task, episodes, policy, variation, max_steps, videos, world_model,
+                     preset, overrides, noise):
+    spec = get_task(task)  # UsageError naming the valid tasks
+    if variation not in VARIATIONS:
+        raise UsageError(f"unknown variation {variation!r}; expected one of "
+                         f"{', '.join(VARIATIONS)}")
+    if policy not in POLICIES:
+        raise UsageError(f"unknown policy {policy!r}; expected one of {', '.join(POLICIES)}")
+    if isinstance(episodes, bool) or not isinstance(episodes, (int, np.integer)) or episodes < 1:
+        raise UsageError(f"episodes must be a positive integer; received {episodes!r}")
+    if videos < 0:
+        raise UsageError(f"--videos must be >= 0; received {videos}")
+    max_steps = MAX_EPISODE_STEPS if max_steps is None else int(max_steps)
+    if max_steps < 1:
+        raise UsageError(f"--max-steps must be >= 1; received {max_steps}")
+    if policy == "planner":
+        if world_model is None:
+            raise UsageError("the planner policy needs a world model (--model RUN)")
+        if noise is not None:
+            raise UsageError("--noise applies to the expert baseline, not the planner")
+    else:
+        given = [name for name, value in (("a world model", world_model is not None),
+                                          ("--preset", preset is not None),
+                                          ("--set", bool(overrides))) if value]
+        if given:
+            raise UsageError(f"the {policy} baseline takes no {' or '.join(given)}")
+    return spec, max_steps
+
+
+def _settings(spec, policy, world_model, model_path, preset, overrides, variation, max_steps,
+              seed, image_size, noise) -> tuple[EpisodeSetting | None, dict]:
+    """The planner episodes' shared setting and the settings a re-run must match."""
+    setting = planner = baseline = model = None
+    goal_names = ["goal"]
+    if policy == "planner":
+        name, preset = resolve_preset(spec.name, preset, list(overrides))
+        conventions = dict(getattr(world_model, "conventions", None) or {})
+        stride = int(conventions.get("frame_stride", 1))
+        replans = max_steps // stride
+        if replans < 1:
+            raise UsageError(f"--max-steps {max_steps} is shorter than the world model's frame "
+                             f"stride {stride}")
+        goal_names = list(preset.goals or spec.goal_names)
+        setting = EpisodeSetting(
+            preset=preset, goal_names=tuple(goal_names),
+            budgets=tuple(subgoal_budgets(goal_names, replans)), replans=replans,
+            stop_energy=preset.stop_threshold(conventions.get("stop_energy")),
+            frame_stride=stride,
+            delta_dims=tuple(int(d) for d in conventions.get("action_delta_dims", (0, 1, 2))))
+        planner = {"preset_name": name, "preset": preset.to_dict(),
+                   "action_units": f"env actions: xyz in units of {STEP_METRES} m per step, "
+                   "gripper in [-1, 1]", "stop_energy": setting.stop_energy,
+                   "frame_stride": stride, "replans": replans}
+        record = model_record(world_model, model_path)
+        model = {k: record[k] for k in ("path", "weights_sha256", "class")}
+    elif policy == "expert":
+        baseline = {"kind": "expert", "noise": DEFAULT_NOISE if noise is None else float(noise),
+                    "note": "scripted expert reading privileged simulator state (upper bound); "
+                            "runs in the env process"}
+    else:
+        baseline = {"kind": "random", "note": "uniform random actions in the action space, "
+                    "seeded by the episode seed (lower bound)"}
+    settings = {
+        "task": spec.name, "env_id": spec.env_id, "variation": variation, "policy": policy,
+        "seed": int(seed), "max_steps": max_steps,
+        "image_size": 128 if image_size is None else int(image_size),
+        "subgoals": {"names": goal_names,
+                     "budgets": list(setting.budgets) if setting else [max_steps]},
+        "model": model, "planner": planner, "baseline": baseline,
+    }
+    return setting, settings
+
+
+def _make_planner(world_model, env, setting: EpisodeSetting) -> Planner:
+    """The planner, bounded per planned step: the model's own bounds when it states them, else
+    the env's with the delta dims widened by the stride (a frame step sums that many actions)."""
+    conventions = dict(getattr(world_model, "conventions", None) or {})
+    if "action_low" in conventions and "action_high" in conventions:
+        low = np.asarray(conventions["action_low"], "float32")
+        high = np.asarray(conventions["action_high"], "float32")
+    else:
+        low = np.array(env.action_space.low, "float32")
+        high = np.array(env.action_space.high, "float32")
+        low[list(setting.delta_dims)] *= setting.frame_stride
+        high[list(setting.delta_dims)] *= setting.frame_stride
+    try:
+        return Planner(world_model, action_low=low, action_high=high,
+                       config=setting.preset.cem, energy=setting.preset.energy)
+    except ValueError as error:
+        raise UsageError(f"the planner preset does not fit this model and env: {error}") from None
