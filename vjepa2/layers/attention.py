@@ -4,7 +4,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from vjepa2.layers.rope import apply_rope, rope_segment_size
+from vjepa2.layers.rope import apply_rope, check_rope_layout, rope_segment_size
 
 
 @keras.saving.register_keras_serializable(package="vjepa2")
@@ -18,6 +18,8 @@ class RoPEAttention(keras.layers.Layer):
         use_rope: rotate queries and keys by the token positions.
         rope_theta: RoPE base.
         proj_init_std: std of the output projection's truncated-normal init.
+        rope_layout: `"rotation"` (true rotation, the default for models trained here) or
+            `"reference"` (the released V-JEPA 2 weights' layout; see `vjepa2.layers.rope`).
 
     Call arguments:
         x: (B, N, dim) tokens.
@@ -30,7 +32,7 @@ class RoPEAttention(keras.layers.Layer):
     """
 
     def __init__(self, dim, num_heads, qkv_bias=True, use_rope=True, rope_theta=10000.0,
-                 proj_init_std=0.02, **kwargs):
+                 proj_init_std=0.02, rope_layout="rotation", **kwargs):
         super().__init__(**kwargs)
         if dim % num_heads:
             raise ValueError(
@@ -45,6 +47,7 @@ class RoPEAttention(keras.layers.Layer):
         self.use_rope = use_rope
         self.rope_theta = rope_theta
         self.proj_init_std = proj_init_std
+        self.rope_layout = check_rope_layout(rope_layout)
         self.head_dim = head_dim
         self.qkv = keras.layers.Dense(
             3 * dim, use_bias=qkv_bias, name="qkv",
@@ -66,8 +69,8 @@ class RoPEAttention(keras.layers.Layer):
             if rope is None:
                 raise ValueError("RoPEAttention with use_rope=True needs `rope` (cos, sin)")
             cos, sin = rope
-            q = apply_rope(q, cos, sin)
-            k = apply_rope(k, cos, sin)
+            q = apply_rope(q, cos, sin, self.rope_layout)
+            k = apply_rope(k, cos, sin, self.rope_layout)
         return q, k, v
 
     def _attend(self, x, q, k, v, attention_mask):
@@ -116,5 +119,5 @@ class RoPEAttention(keras.layers.Layer):
         config = super().get_config()
         config.update(dim=self.dim, num_heads=self.num_heads, qkv_bias=self.qkv_bias,
                       use_rope=self.use_rope, rope_theta=self.rope_theta,
-                      proj_init_std=self.proj_init_std)
+                      proj_init_std=self.proj_init_std, rope_layout=self.rope_layout)
         return config

@@ -23,6 +23,7 @@ class TransformerBlock(keras.layers.Layer):
         layer_index: 1-based depth of the block (for the init rescaling).
         qkv_bias: query/key/value bias.
         use_rope: rotate queries and keys by 3D RoPE.
+        rope_layout: `"rotation"` or `"reference"` (see `vjepa2.layers.rope`).
 
     Call arguments:
         x: (B, N, dim); rope: (cos, sin) from `rope_angles`; attention_mask: optional boolean
@@ -33,7 +34,7 @@ class TransformerBlock(keras.layers.Layer):
     """
 
     def __init__(self, dim, num_heads, mlp_dim, layer_index=1, qkv_bias=True, use_rope=True,
-                 **kwargs):
+                 rope_layout="rotation", **kwargs):
         super().__init__(**kwargs)
         if layer_index < 1:
             raise ValueError(f"layer_index is 1-based; received layer_index={layer_index}")
@@ -43,10 +44,11 @@ class TransformerBlock(keras.layers.Layer):
         self.layer_index = layer_index
         self.qkv_bias = qkv_bias
         self.use_rope = use_rope
+        self.rope_layout = rope_layout
         out_std = 0.02 / math.sqrt(2.0 * layer_index)
         self.norm1 = keras.layers.LayerNormalization(epsilon=1e-6, name="norm1")
         self.attn = RoPEAttention(dim, num_heads, qkv_bias=qkv_bias, use_rope=use_rope,
-                                  proj_init_std=out_std, name="attn")
+                                  proj_init_std=out_std, rope_layout=rope_layout, name="attn")
         self.norm2 = keras.layers.LayerNormalization(epsilon=1e-6, name="norm2")
         self.fc1 = keras.layers.Dense(
             mlp_dim, name="fc1",
@@ -92,5 +94,5 @@ class TransformerBlock(keras.layers.Layer):
         config = super().get_config()
         config.update(dim=self.dim, num_heads=self.num_heads, mlp_dim=self.mlp_dim,
                       layer_index=self.layer_index, qkv_bias=self.qkv_bias,
-                      use_rope=self.use_rope)
+                      use_rope=self.use_rope, rope_layout=self.rope_layout)
         return config

@@ -7,7 +7,7 @@ import keras
 from keras import ops
 
 from vjepa2.layers.block import TransformerBlock
-from vjepa2.layers.rope import rope_angles
+from vjepa2.layers.rope import check_rope_layout, rope_angles
 from vjepa2.models.preset_io import PresetMixin
 
 
@@ -49,6 +49,13 @@ class ActionConditionedPredictor(PresetMixin, keras.Model):
             model copies the last frame, the baseline to beat). The reference predicts
             `z_{k+1}` directly (False); small models trained on little data learn faster with
             True.
+        rope_layout: `"rotation"` (true 3D rotation, the default for models trained here) or
+            `"reference"` (the layout the released V-JEPA 2 weights were trained with; set by
+            `vjepa2.convert`). Saved in the config, so a model loads with its own layout.
+        normalize_output: the predictions pass a LayerNorm without scale or bias (eps 1e-5,
+            PyTorch's default), as the reference normalizes them before its loss, before its
+            planning energy and before feeding them back in a rollout. True for converted
+            V-JEPA 2-AC models, so that a rollout matches the reference's.
 
     Call arguments:
         z: `(B, T, N, encoder_dim)` frame latents (each frame encoded alone, normalized).
@@ -74,7 +81,8 @@ class ActionConditionedPredictor(PresetMixin, keras.Model):
     preset_key = "ac_predictor"
 
     def __init__(self, encoder_dim=192, action_dim=7, state_dim=7, embed_dim=192, depth=6,
-                 num_heads=3, mlp_dim=768, qkv_bias=True, residual=False, **kwargs):
+                 num_heads=3, mlp_dim=768, qkv_bias=True, residual=False,
+                 rope_layout="rotation", normalize_output=False, **kwargs):
         super().__init__(**kwargs)
         for name, value in (("encoder_dim", encoder_dim), ("action_dim", action_dim),
                             ("state_dim", state_dim), ("embed_dim", embed_dim),
@@ -93,6 +101,8 @@ class ActionConditionedPredictor(PresetMixin, keras.Model):
         self.mlp_dim = mlp_dim
         self.qkv_bias = qkv_bias
         self.residual = bool(residual)
+        self.rope_layout = check_rope_layout(rope_layout)
+        self.normalize_output = bool(normalize_output)
         init = keras.initializers.TruncatedNormal(stddev=0.02)
         self.action_embed = keras.layers.Dense(embed_dim, name="action_embed",
                                                kernel_initializer=init)
@@ -102,7 +112,7 @@ class ActionConditionedPredictor(PresetMixin, keras.Model):
                                               kernel_initializer=init)
         self.blocks = [
             TransformerBlock(embed_dim, num_heads, mlp_dim, layer_index=i + 1,
-                             qkv_bias=qkv_bias, name=f"block_{i}")
+                             qkv_bias=qkv_bias, rope_layout=rope_layout, name=f"block_{i}")
             for i in range(depth)
         ]
         self.norm = keras.layers.LayerNormalization(epsilon=1e-6, name="norm")
@@ -170,7 +180,8 @@ class ActionConditionedPredictor(PresetMixin, keras.Model):
         axis_mask = ops.broadcast_to(axis_mask, (steps, n + 2, 3))
         positions = ops.reshape(positions, (steps * (n + 2), 3))
         axis_mask = ops.reshape(axis_mask, (steps * (n + 2), 3))
-        return rope_angles(positions, self.embed_dim // self.num_heads, axis_mask)
+        return rope_angles(positions, self.embed_dim // self.num_heads, axis_mask,
+                           layout=self.rope_layout)
 
     def embed_steps(self, z, actions, states):
         """`(B, T, N, D)`, `(B, T, A)`, `(B, T, S)` -> tokens `(B, T * (N + 2), embed_dim)`."""
@@ -229,6 +240,10 @@ class ActionConditionedPredictor(PresetMixin, keras.Model):
         out = self.head(self.norm(x[:, :, 2:]))
         if self.residual:
             out = ops.cast(z, out.dtype) + out
+        if self.normalize_output:
+            mean = ops.mean(out, axis=-1, keepdims=True)
+            var = ops.var(out, axis=-1, keepdims=True)
+            out = (out - mean) * ops.rsqrt(var + ops.cast(1e-5, out.dtype))
         return out
 
     def call(self, z, actions, states, frame_grid=None):
@@ -248,7 +263,8 @@ class ActionConditionedPredictor(PresetMixin, keras.Model):
         config.update(encoder_dim=self.encoder_dim, action_dim=self.action_dim,
                       state_dim=self.state_dim, embed_dim=self.embed_dim, depth=self.depth,
                       num_heads=self.num_heads, mlp_dim=self.mlp_dim, qkv_bias=self.qkv_bias,
-                      residual=self.residual)
+                      residual=self.residual, rope_layout=self.rope_layout,
+                      normalize_output=self.normalize_output)
         return config
 
 

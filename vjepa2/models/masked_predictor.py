@@ -5,7 +5,7 @@ import keras
 from keras import ops
 
 from vjepa2.layers.block import TransformerBlock
-from vjepa2.layers.rope import rope_angles
+from vjepa2.layers.rope import check_rope_layout, rope_angles
 from vjepa2.layers.patch_embed import ids_to_positions
 from vjepa2.models.preset_io import PresetMixin
 
@@ -27,6 +27,9 @@ class MaskedPredictor(PresetMixin, keras.Model):
         mlp_dim: MLP hidden width.
         num_mask_tokens: distinct learnable mask tokens (one per mask set).
         qkv_bias: query/key/value bias.
+        rope_layout: `"rotation"` (true 3D rotation, the default for models trained here) or
+            `"reference"` (the layout the released V-JEPA 2 weights were trained with; set by
+            `vjepa2.convert`). Saved in the config, so a model loads with its own layout.
 
     Call arguments:
         context_tokens: (B, Nc, encoder_dim) encoder outputs at the visible positions.
@@ -42,7 +45,7 @@ class MaskedPredictor(PresetMixin, keras.Model):
     preset_key = "predictor"
 
     def __init__(self, encoder_dim=192, embed_dim=96, depth=4, num_heads=3, mlp_dim=384,
-                 num_mask_tokens=2, qkv_bias=True, **kwargs):
+                 num_mask_tokens=2, qkv_bias=True, rope_layout="rotation", **kwargs):
         super().__init__(**kwargs)
         if embed_dim % num_heads:
             raise ValueError(f"num_heads must divide embed_dim; received embed_dim={embed_dim}, "
@@ -56,12 +59,13 @@ class MaskedPredictor(PresetMixin, keras.Model):
         self.mlp_dim = mlp_dim
         self.num_mask_tokens = num_mask_tokens
         self.qkv_bias = qkv_bias
+        self.rope_layout = check_rope_layout(rope_layout)
         self.embed = keras.layers.Dense(
             embed_dim, name="embed",
             kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02))
         self.blocks = [
             TransformerBlock(embed_dim, num_heads, mlp_dim, layer_index=i + 1,
-                             qkv_bias=qkv_bias, name=f"block_{i}")
+                             qkv_bias=qkv_bias, rope_layout=rope_layout, name=f"block_{i}")
             for i in range(depth)
         ]
         self.norm = keras.layers.LayerNormalization(epsilon=1e-6, name="norm")
@@ -95,7 +99,8 @@ class MaskedPredictor(PresetMixin, keras.Model):
         ids = ops.concatenate([ops.cast(context_ids, "int32"), ops.cast(target_ids, "int32")],
                               axis=1)
         positions = ids_to_positions(ids, grid)
-        rope = rope_angles(positions, self.embed_dim // self.num_heads)
+        rope = rope_angles(positions, self.embed_dim // self.num_heads,
+                           layout=self.rope_layout)
         for block in self.blocks:
             x = block(x, rope=rope)
         x = self.norm(x[:, num_context:])
@@ -105,5 +110,6 @@ class MaskedPredictor(PresetMixin, keras.Model):
         config = super().get_config()
         config.update(encoder_dim=self.encoder_dim, embed_dim=self.embed_dim, depth=self.depth,
                       num_heads=self.num_heads, mlp_dim=self.mlp_dim,
-                      num_mask_tokens=self.num_mask_tokens, qkv_bias=self.qkv_bias)
+                      num_mask_tokens=self.num_mask_tokens, qkv_bias=self.qkv_bias,
+                      rope_layout=self.rope_layout)
         return config

@@ -5,7 +5,7 @@ import keras
 from keras import ops
 
 from vjepa2.layers.block import TransformerBlock
-from vjepa2.layers.rope import rope_angles
+from vjepa2.layers.rope import check_rope_layout, rope_angles
 from vjepa2.layers.patch_embed import TubeletEmbedding, grid_positions, ids_to_positions
 from vjepa2.models.preset_io import PresetMixin
 
@@ -26,6 +26,9 @@ class VideoEncoder(PresetMixin, keras.Model):
         tubelet_size: frames per tubelet (2 in V-JEPA 2).
         patch_size: pixels per patch side (16 in V-JEPA 2).
         qkv_bias: query/key/value bias.
+        rope_layout: `"rotation"` (true 3D rotation, the default for models trained here) or
+            `"reference"` (the layout the released V-JEPA 2 weights were trained with; set by
+            `vjepa2.convert`). Saved in the config, so a model loads with its own layout.
 
     Call arguments:
         video: (B, T, H, W, 3) float.
@@ -48,7 +51,7 @@ class VideoEncoder(PresetMixin, keras.Model):
     preset_key = "encoder"
 
     def __init__(self, embed_dim=192, depth=6, num_heads=3, mlp_dim=768, tubelet_size=2,
-                 patch_size=16, qkv_bias=True, **kwargs):
+                 patch_size=16, qkv_bias=True, rope_layout="rotation", **kwargs):
         super().__init__(**kwargs)
         if embed_dim % num_heads:
             raise ValueError(f"num_heads must divide embed_dim; received embed_dim={embed_dim}, "
@@ -62,11 +65,12 @@ class VideoEncoder(PresetMixin, keras.Model):
         self.tubelet_size = tubelet_size
         self.patch_size = patch_size
         self.qkv_bias = qkv_bias
+        self.rope_layout = check_rope_layout(rope_layout)
         self.patch_embed = TubeletEmbedding(embed_dim, tubelet_size, patch_size,
                                             name="patch_embed")
         self.blocks = [
             TransformerBlock(embed_dim, num_heads, mlp_dim, layer_index=i + 1,
-                             qkv_bias=qkv_bias, name=f"block_{i}")
+                             qkv_bias=qkv_bias, rope_layout=rope_layout, name=f"block_{i}")
             for i in range(depth)
         ]
         self.norm = keras.layers.LayerNormalization(epsilon=1e-6, name="norm")
@@ -92,7 +96,8 @@ class VideoEncoder(PresetMixin, keras.Model):
             positions = grid_positions(grid)
         else:
             positions = ids_to_positions(token_ids, grid)
-        rope = rope_angles(positions, self.embed_dim // self.num_heads)
+        rope = rope_angles(positions, self.embed_dim // self.num_heads,
+                           layout=self.rope_layout)
         for block in self.blocks:
             x = block(x, rope=rope)
         return self.norm(x)
@@ -101,5 +106,6 @@ class VideoEncoder(PresetMixin, keras.Model):
         config = super().get_config()
         config.update(embed_dim=self.embed_dim, depth=self.depth, num_heads=self.num_heads,
                       mlp_dim=self.mlp_dim, tubelet_size=self.tubelet_size,
-                      patch_size=self.patch_size, qkv_bias=self.qkv_bias)
+                      patch_size=self.patch_size, qkv_bias=self.qkv_bias,
+                      rope_layout=self.rope_layout)
         return config
