@@ -37,6 +37,7 @@ STEP_METRES = 0.05  # Fetch scales position actions by this many metres per step
 DEFAULT_NOISE = 0.1  # std of the Gaussian noise on the expert's xyz action
 OPEN, CLOSE = 1.0, -1.0
 POLICY_NAMES = (*tasks_lib.TASK_NAMES, "play")
+PLAY_INSTRUCTION = "play with the object: move around, open and close the gripper, grasp and lift it"
 
 
 def _toward(current, target, max_speed=1.0) -> np.ndarray:
@@ -64,6 +65,11 @@ class ScriptedPolicy(abc.ABC):
         """Starts a new episode (call after `env.reset`); reseeds the generator if `seed` given."""
         if seed is not None:
             self.rng = np.random.default_rng(seed)
+
+    @property
+    def instruction(self) -> str:
+        """What this policy does, in words (its logs' `language_instruction`): the env's task."""
+        return tasks_lib.TASKS[self.env.task].instruction
 
     def __call__(self, obs) -> np.ndarray:
         s = self.env.privileged_state()
@@ -192,6 +198,8 @@ class PlayPolicy(ScriptedPolicy):
         seed: seed of the generator.
         grasp_probability: chance, at each new waypoint, of a grasp-and-lift segment.
     """
+
+    instruction = PLAY_INSTRUCTION  # not the scene's task: play ignores the goal
 
     def __init__(self, env, noise: float = DEFAULT_NOISE, seed=None, grasp_probability=0.3):
         super().__init__(env, noise, seed)

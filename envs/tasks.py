@@ -29,6 +29,8 @@ class TaskSpec:
         requires_grasp: whether success also requires the object held between both fingers.
         goal_names: names of the goal images, in the order a planner should pursue them; the
             last one is always `"goal"`.
+        instruction: what the task asks, in words; the `language_instruction` of its logged
+            steps (as in Open X-Embodiment datasets).
     """
 
     name: str
@@ -36,6 +38,7 @@ class TaskSpec:
     achieved: str
     requires_grasp: bool
     goal_names: tuple[str, ...]
+    instruction: str
 
     @property
     def env_id(self) -> str:
@@ -45,11 +48,17 @@ class TaskSpec:
 TASKS: dict[str, TaskSpec] = {
     spec.name: spec
     for spec in (
-        TaskSpec("reach", "Reach", "gripper", False, ("goal",)),
-        TaskSpec("push", "Push", "object", False, ("goal",)),
-        TaskSpec("grasp", "Grasp", "object", True, ("pregrasp", "goal")),
-        TaskSpec("reach_with_object", "ReachWithObject", "object", True, ("goal",)),
-        TaskSpec("pick_and_place", "PickAndPlace", "object", False, ("pregrasp", "grasp", "near_goal", "goal")),
+        TaskSpec("reach", "Reach", "gripper", False, ("goal",),
+                 "move the gripper to the position shown in the goal image"),
+        TaskSpec("push", "Push", "object", False, ("goal",),
+                 "push the object to the position shown in the goal image"),
+        TaskSpec("grasp", "Grasp", "object", True, ("pregrasp", "goal"),
+                 "grasp the object and lift it as shown in the goal image"),
+        TaskSpec("reach_with_object", "ReachWithObject", "object", True, ("goal",),
+                 "carry the held object to the position shown in the goal image"),
+        TaskSpec("pick_and_place", "PickAndPlace", "object", False,
+                 ("pregrasp", "grasp", "near_goal", "goal"),
+                 "pick up the object and place it at the position shown in the goal image"),
     )
 }
 TASK_NAMES: tuple[str, ...] = tuple(TASKS)

@@ -7,7 +7,7 @@ import pytest
 
 import envs
 from envs import goal_tasks, tasks, variations
-from envs.policies import make_policy
+from envs.policies import PLAY_INSTRUCTION, make_policy
 from envs.scene import TABLE_TOP
 from tests.envs_helpers import check_all_envs, reset_variations, run_isolated
 from vjepa2.errors import UsageError
@@ -242,3 +242,10 @@ _SEED0_GOALS = {
 def test_seeded_episodes_keep_their_draw_order(task):
     np.testing.assert_allclose(_start_and_goal(task, 0)["goal"], _SEED0_GOALS[task], atol=2e-6)
 
+
+def test_policies_state_their_task_in_words():
+    env = gym.make("VJEPA/PickAndPlace-v0", pixels=False)
+    assert make_policy("pick_and_place", env).instruction == tasks.TASKS["pick_and_place"].instruction
+    assert make_policy("play", env).instruction == PLAY_INSTRUCTION
+    env.close()
+    assert len({spec.instruction for spec in tasks.TASKS.values()} | {PLAY_INSTRUCTION}) == 6

@@ -11,9 +11,11 @@ out/
 ```
 
 Each episode is an RLDS record: `steps` (a sequence of `observation`, `action`, `reward`,
-`discount`, `is_first`, `is_last`, `is_terminal`) and `episode_metadata`. Step i holds the
-observation seen at time i and the action taken there; the final step (`is_last`) holds the last
-observation and a zero action.
+`discount`, `is_first`, `is_last`, `is_terminal` and, as in Open X-Embodiment datasets, an
+optional `language_instruction` text) and `episode_metadata`. Step i holds the observation seen
+at time i and the action taken there; the final step (`is_last`) holds the last observation and a
+zero action. The reader decodes only the keys its `KeyMap` names: other cameras, texts and
+fields are left encoded, and datasets with or without `language_instruction` read alike.
 
 Conventions of the clips `make_clip_dataset` yields (stored with checkpoints as
 `CLIP_CONVENTIONS`): frame k of a clip is the observation at env step `start + k * frame_stride`;
@@ -25,7 +27,6 @@ V-JEPA 2-AC predictor predicts frame k+1 from frame k, state k and action k.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,7 @@ class KeyMap:
         action: one path or a sequence of paths concatenated on the last axis.
         delta_action_dims: action dimensions that are per-step increments, summed across
             skipped steps; `None` means all but the last (a gripper command, averaged).
+            Ignored with `action_from_state` (see `summed_action_dims`).
         action_from_state: if True, ignore `action` and use state differences
             `state[t + stride] - state[t]` as actions (as V-JEPA 2-AC does for DROID, whose
             logged actions are absolute).
@@ -72,6 +74,23 @@ class KeyMap:
     def action_keys(self) -> tuple[str, ...]:
         return (self.action,) if isinstance(self.action, str) else tuple(self.action)
 
+    def read_keys(self) -> tuple[str, ...]:
+        """Every step path the reader decodes: the image, the state and (unless derived) action."""
+        actions = () if self.action_from_state else self.action_keys()
+        return (self.image, *self.state_keys(), *actions)
+
+    def summed_action_dims(self, action_dim: int) -> tuple[int, ...]:
+        """The dims of a clip action summed over the frame stride (the others are averaged).
+
+        With `action_from_state` every dim: a state difference across the stride is the sum of
+        the per-step differences. Otherwise `delta_action_dims`, or all but the last if None.
+        """
+        if self.action_from_state:
+            return tuple(range(action_dim))
+        if self.delta_action_dims is None:
+            return tuple(range(action_dim - 1))
+        return tuple(self.delta_action_dims)
+
 
 DROID_KEYMAP = KeyMap(
     image="observation/exterior_image_1_left",
@@ -83,28 +102,32 @@ DROID_KEYMAP = KeyMap(
 # ---------------------------------------------------------------------------------- writing
 
 
-def episode_features(observation: dict, action_dim: int, metadata: dict):
+def episode_features(observation: dict, action_dim: int, metadata: dict,
+                     language_instruction: bool = False):
     """Returns the `tfds.features.FeaturesDict` of an RLDS episode.
 
     Args:
         observation: name -> `tfds.features` connector of each step's observation.
         action_dim: length of the float32 action vector.
         metadata: name -> connector of the episode metadata.
+        language_instruction: whether each step also holds a `language_instruction` text, as
+            Open X-Embodiment datasets do.
     """
     import tensorflow as tf
     import tensorflow_datasets as tfds
 
-    steps = tfds.features.Dataset(
-        {
-            "observation": tfds.features.FeaturesDict(observation),
-            "action": tfds.features.Tensor(shape=(action_dim,), dtype=tf.float32),
-            "reward": tfds.features.Scalar(dtype=tf.float32),
-            "discount": tfds.features.Scalar(dtype=tf.float32),
-            "is_first": tfds.features.Scalar(dtype=tf.bool),
-            "is_last": tfds.features.Scalar(dtype=tf.bool),
-            "is_terminal": tfds.features.Scalar(dtype=tf.bool),
-        }
-    )
+    step = {
+        "observation": tfds.features.FeaturesDict(observation),
+        "action": tfds.features.Tensor(shape=(action_dim,), dtype=tf.float32),
+        "reward": tfds.features.Scalar(dtype=tf.float32),
+        "discount": tfds.features.Scalar(dtype=tf.float32),
+        "is_first": tfds.features.Scalar(dtype=tf.bool),
+        "is_last": tfds.features.Scalar(dtype=tf.bool),
+        "is_terminal": tfds.features.Scalar(dtype=tf.bool),
+    }
+    if language_instruction:
+        step["language_instruction"] = tfds.features.Text()
+    steps = tfds.features.Dataset(step)
     return tfds.features.FeaturesDict(
         {"steps": steps, "episode_metadata": tfds.features.FeaturesDict(metadata)}
     )
@@ -136,12 +159,6 @@ def write_episode_file(path: str | os.PathLike, features, episode: dict) -> Path
         if tmp.exists():
             tmp.unlink()
     return path
-
-
-def _write_json_atomic(path: Path, payload) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True))
-    os.replace(tmp, path)
 
 
 def finalize_dataset(
@@ -210,6 +227,23 @@ def finalize_dataset(
 # ---------------------------------------------------------------------------------- reading
 
 
+def _skip_unread(feature, read: set, prefix: str = ""):
+    """TFDS decoders that leave every leaf of `feature` not in `read` encoded (or None).
+
+    An unread camera then costs no image decode; an unread text or tensor stays as stored.
+    """
+    import tensorflow_datasets as tfds
+
+    if not isinstance(feature, tfds.features.FeaturesDict):
+        return None if prefix.rstrip("/") in read else tfds.decode.SkipDecoding()
+    decoders = {}
+    for name in feature.keys():
+        decoder = _skip_unread(feature[name], read, f"{prefix}{name}/")
+        if decoder is not None:
+            decoders[name] = decoder
+    return decoders or None
+
+
 def _get(step: dict, path: str):
     value = step
     for part in path.split("/"):
@@ -276,10 +310,8 @@ def make_clip_dataset(
         raise UsageError(f"no RLDS dataset (dataset_info.json) in {data_dir}")
     builder = tfds.builder_from_directory(str(data_dir))
     read_config = tfds.ReadConfig(shuffle_seed=seed if shuffle else None)
-    episodes = builder.as_dataset(split=split, shuffle_files=shuffle, read_config=read_config)
-    episodes = episodes.enumerate()
-    T, k = clip_length, frame_stride
     step_features = builder.info.features["steps"].feature
+    T, k = clip_length, frame_stride
 
     def width(path):  # static size of a step feature, so concatenations have known shapes
         feature = step_features
@@ -295,6 +327,11 @@ def make_clip_dataset(
     state_width = [width(p) for p in keymap.state_keys()]
     action_width = [width(p) for p in keymap.action_keys()] if not keymap.action_from_state else []
     width(keymap.image)
+    step_decoders = _skip_unread(step_features, set(keymap.read_keys()))
+    episodes = builder.as_dataset(
+        split=split, shuffle_files=shuffle, read_config=read_config,
+        decoders={"steps": step_decoders} if step_decoders else None,
+    ).enumerate()
 
     def to_clips(index, episode):
         steps = episode["steps"].batch(1_000_000).get_single_element()
@@ -316,9 +353,7 @@ def make_clip_dataset(
                  for p, w in zip(keymap.action_keys(), action_width)], axis=-1)
             window = tf.gather(action, frame_idx[..., None] + tf.range(k))  # (N, T, k, A)
             dims = action.shape[-1]
-            delta = keymap.delta_action_dims
-            if delta is None:
-                delta = tuple(range(dims - 1))
+            delta = keymap.summed_action_dims(dims)
             mask = tf.constant([d in delta for d in range(dims)])
             actions = tf.where(mask, tf.reduce_sum(window, 2), tf.reduce_mean(window, 2))
         n = tf.shape(starts)[0]
