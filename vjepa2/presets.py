@@ -1,7 +1,11 @@
 """Named model configurations: data, not code.
 
 `tiny` and `small` run on a CPU; `large`, `huge` and `giant` match the V-JEPA 2 reference encoders
-(ViT-L/16, ViT-H/16, ViT-g/16) with the reference 12 x 384 pretraining predictor.
+(ViT-L/16, ViT-H/16, ViT-g/16) with the reference 12 x 384 pretraining predictor, for training
+here (true-rotation RoPE). The `vjepa2-*` presets are Meta's released checkpoints as
+`vjepa2.convert` writes them: the same sizes with the reference's RoPE layout, its 10 mask
+tokens and (for V-JEPA 2-AC) its output normalization; each also names the released file
+(`checkpoint`) and the frame size it was trained at (`image_size`).
 """
 from __future__ import annotations
 
@@ -52,6 +56,44 @@ PRESETS = {
         "ViT-g/16 encoder (~1.0B) and the reference 12 x 384 predictor.",
     ),
 }
+
+
+
+def _released(base, description, checkpoint, image_size, ac=False):
+    """A released V-JEPA 2 checkpoint: `base`'s sizes in the reference's RoPE layout."""
+    preset = PRESETS[base]
+    ref = dict(rope_layout="reference")
+    ac_predictor = dict(_REFERENCE_AC_PREDICTOR, encoder_dim=preset["encoder"]["embed_dim"],
+                        action_dim=7, state_dim=7, normalize_output=True, **ref)
+    return {"description": description, "checkpoint": checkpoint, "image_size": image_size,
+            "kind": "ac" if ac else "pretrain",
+            "encoder": dict(preset["encoder"], **ref),
+            "predictor": dict(preset["predictor"], num_mask_tokens=10, **ref),
+            "ac_predictor": ac_predictor}
+
+
+# Meta's released files (https://github.com/facebookresearch/vjepa2, `src/hub/backbones.py`).
+# Encoder, predictor and AC-predictor parameter counts equal the reference models' (checked by
+# scripts/make_reference_fixture.py and tests/test_convert.py; docs/convert.md).
+RELEASED = {
+    "vjepa2-vitl-256": _released(
+        "large", "V-JEPA 2 ViT-L/16 at 256 px (vitl.pt): encoder 303.9M, predictor 22.1M.",
+        "vitl.pt", 256),
+    "vjepa2-vith-256": _released(
+        "huge", "V-JEPA 2 ViT-H/16 at 256 px (vith.pt): encoder 631.6M, predictor 22.3M.",
+        "vith.pt", 256),
+    "vjepa2-vitg-256": _released(
+        "giant", "V-JEPA 2 ViT-g/16 at 256 px (vitg.pt): encoder 1012.2M, predictor 22.4M.",
+        "vitg.pt", 256),
+    "vjepa2-vitg-384": _released(
+        "giant", "V-JEPA 2 ViT-g/16 at 384 px (vitg-384.pt): encoder 1012.2M, predictor 22.4M.",
+        "vitg-384.pt", 384),
+    "vjepa2-ac-vitg-256": _released(
+        "giant", "V-JEPA 2-AC: the ViT-g/16 encoder at 256 px and the 24 x 1024 action-"
+        "conditioned predictor (305.2M; 7-D actions and states) (vjepa2-ac-vitg.pt).",
+        "vjepa2-ac-vitg.pt", 256, ac=True),
+}
+PRESETS.update(RELEASED)
 
 
 def get_preset(name: str) -> dict:
