@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from vjepa2.errors import UsageError
-from vjepa2.train.config import TrainingConfigMixin, check
+from vjepa2.train.config import TrainingConfigMixin, check, opt
 from vjepa2.train.run_folder import CONFIG_FILE, check_run_folder, resolve_precision
 
 KEYMAPS = ("default", "droid")
@@ -40,27 +40,31 @@ class FinetuneACConfig(TrainingConfigMixin):
     `warmup_steps` and `decay_steps` of None default to 10% and 20% of `steps`.
     """
 
-    encoder: str
-    logs: str
-    out: str
-    steps: int
-    preset: str = "tiny"
-    keymap: str = "default"
-    batch_size: int = 8
-    clip_length: int = 4
-    frame_stride: int = 1
-    image_size: int | None = None
-    lr: float = 4.25e-4
-    start_lr: float = 7.5e-5
-    final_lr: float = 0.0
-    warmup_steps: int | None = None
-    decay_steps: int | None = None
-    weight_decay: float = 0.04
-    clip_grad: float | None = None
-    checkpoint_every: int = 100
-    seed: int = 0
-    precision: str = "auto"
-    augment: bool = False
+    encoder: str = opt(help="a pretraining run folder (its encoder/ is used) or an encoder "
+                       "preset folder")
+    logs: str = opt(help="RLDS dataset folder (TFDS on-disk format)")
+    out: str = opt(help="run folder")
+    steps: int = opt(help="optimizer steps")
+    preset: str = opt("tiny", "action-conditioned predictor preset (tiny, small, large)")
+    keymap: str = opt("default", "RLDS key mapping: 'default' (this project's logs), 'droid', "
+                      "or a JSON file with image/state/action keys")
+    batch_size: int = opt(8, "clips per step")
+    clip_length: int = opt(4, "frames per training clip")
+    frame_stride: int = opt(1, "environment steps between frames (actions summed across them)")
+    image_size: int | None = opt(None, "resize frames to this size (default: as logged)")
+    lr: float = opt(4.25e-4, "peak learning rate")
+    start_lr: float = opt(7.5e-5, "learning rate at step 0")
+    final_lr: float = opt(0.0, "learning rate after decay")
+    warmup_steps: int | None = opt(None, "linear warmup steps (default: 10% of --steps)")
+    decay_steps: int | None = opt(None, "final linear decay steps (default: 20% of --steps)")
+    weight_decay: float = opt(0.04, "AdamW weight decay")
+    clip_grad: float | None = opt(None, "global gradient-norm clip (default: none)")
+    checkpoint_every: int = opt(100, "steps between checkpoints")
+    seed: int = opt(0, "random seed")
+    precision: str = opt("auto", "auto: mixed_bfloat16 where a GPU is present, else float32",
+                         choices=("auto", "float32", "mixed_bfloat16"))
+    augment: bool = opt(False, "per-clip colour and viewpoint augmentation "
+                        "(vjepa2.data.augment), for logs from few scene settings")
 
     def __post_init__(self):
         self.check_training_fields()
@@ -323,22 +327,3 @@ def finetune_ac(config: FinetuneACConfig, resume: bool = False, verbose: int = 1
     save_world_model(out, trainer.encoder, trainer.predictor, conventions)
     final = manager.latest_state()
     return {"step": final["step"], "seconds": seconds, "run": str(out)}
-
-
-def finetune_ac_cli(args) -> int:
-    config = FinetuneACConfig(
-        encoder=args.encoder, logs=args.logs, out=args.out, steps=args.steps,
-        preset=args.preset, keymap=args.keymap, batch_size=args.batch_size,
-        clip_length=args.clip_length, frame_stride=args.frame_stride,
-        image_size=args.image_size, lr=args.lr, start_lr=args.start_lr,
-        final_lr=args.final_lr, warmup_steps=args.warmup_steps, decay_steps=args.decay_steps,
-        weight_decay=args.weight_decay, checkpoint_every=args.checkpoint_every, seed=args.seed,
-        precision=args.precision, augment=args.augment)
-    try:
-        summary = finetune_ac(config, resume=args.resume)
-    except RuntimeError as error:
-        print(f"vjepa2 finetune-ac: error: {error}", file=sys.stderr)
-        return 1
-    print(f"done: step {summary['step']}; world model saved in {config.out} "
-          "(load with vjepa2.models.world_model.load_world_model)")
-    return 0
