@@ -10,7 +10,8 @@ or crashed run never leaves a partial episode file (and finalizes what it has).
 Each RLDS step: `observation/image` `(S, S, 3)` uint8 (PNG), `observation/state` `(4,)`
 float32 (gripper xyz in m + finger gap in m), `action` `(4,)` float32 (Fetch: xyz delta in
 units of 0.05 m, gripper command in [-1, 1]), `reward` (Fetch sparse), `discount`, `is_first`,
-`is_last`, `is_terminal`. 51 steps per episode: 50 actions, the last step holds the final
+`is_last`, `is_terminal`, `language_instruction` (the policy's task in words, as in Open
+X-Embodiment datasets). 51 steps per episode: 50 actions, the last step holds the final
 observation and a zero action. Episode metadata: `task`, `variation`, `seed`, `success`
 (at the last step), `goal_image`.
 """
@@ -55,6 +56,9 @@ class CollectConfig:
         image_size: camera frame side in pixels.
         noise: expert action noise std (None: the policy's default).
         seed: base seed; episode `i` uses `seed + i`.
+        language_instruction: steps carry `language_instruction`. Folders collected before
+            steps had it lack this setting, so resuming one is refused (mixed step formats
+            would make the whole dataset unreadable) unless this is False.
     """
 
     task: str
@@ -62,6 +66,7 @@ class CollectConfig:
     image_size: int = 128
     noise: float | None = None
     seed: int = 0
+    language_instruction: bool = True
 
     def __post_init__(self):
         from envs import policies, tasks, variations
@@ -84,7 +89,7 @@ class CollectConfig:
         return PLAY_SCENE_TASK if self.task == "play" else self.task
 
 
-def make_features(image_size: int):
+def make_features(image_size: int, language_instruction: bool = True):
     """The RLDS episode features of these logs."""
     import tensorflow as tf
     import tensorflow_datasets as tfds
@@ -95,6 +100,7 @@ def make_features(image_size: int):
     return rlds.episode_features(
         observation={"image": image, "state": tfds.features.Tensor(shape=(4,), dtype=tf.float32)},
         action_dim=4,
+        language_instruction=language_instruction,
         metadata={
             "task": tfds.features.Text(),
             "variation": tfds.features.Text(),
@@ -138,6 +144,9 @@ def run_episode(env, policy, config: CollectConfig, episode_id: int) -> dict:
             "is_terminal": bool(terminated),
         }
     )
+    if config.language_instruction:
+        for step in steps:
+            step["language_instruction"] = policy.instruction
     return {
         "steps": steps,
         "episode_metadata": {
@@ -258,7 +267,7 @@ def collect(
         print(f"collect: episode {episode_id} failed: {type(error).__name__}: {error}",
               file=sys.stderr)
 
-    features = make_features(config.image_size)
+    features = make_features(config.image_size, config.language_instruction)
     try:
         if todo:
             # Always in worker processes, even for one worker: this process has TensorFlow.
