@@ -294,51 +294,86 @@ def make_clip_dataset(
         float32, `actions` `(B, T, A)` float32, `episode` `(B,)` int64 index, `start` `(B,)`
         int64 first env step. See the module docstring for the action conventions.
     """
-    import numpy as np
     import tensorflow as tf
     import tensorflow_datasets as tfds
 
     from vjepa2.errors import UsageError
 
-    for name, value in (("clip_length", clip_length), ("frame_stride", frame_stride),
-                        ("batch_size", batch_size), ("clip_shift", clip_shift)):
+    _check_clip_arguments(clip_length=clip_length, frame_stride=frame_stride,
+                          batch_size=batch_size, clip_shift=clip_shift, start_index=start_index)
+    if not (Path(data_dir) / "dataset_info.json").exists():
+        raise UsageError(f"no RLDS dataset (dataset_info.json) in {data_dir}")
+    builder = tfds.builder_from_directory(str(data_dir))
+    step_features = builder.info.features["steps"].feature
+    actions = () if keymap.action_from_state else keymap.action_keys()
+    widths = {path: _feature_width(step_features, path, data_dir)
+              for path in (*keymap.state_keys(), *actions, keymap.image)}
+    step_decoders = _skip_unread(step_features, set(keymap.read_keys()))
+    episodes = builder.as_dataset(
+        split=split, shuffle_files=shuffle,
+        read_config=tfds.ReadConfig(shuffle_seed=seed if shuffle else None),
+        decoders={"steps": step_decoders} if step_decoders else None,
+    ).enumerate()
+    clips = episodes.flat_map(_episode_to_clips(keymap, widths, clip_length, frame_stride,
+                                                clip_shift))
+    if image_size is not None:
+        # Resized before the shuffle buffer, which then holds small frames.
+        clips = clips.map(
+            lambda c: dict(c, frames=tf.cast(tf.clip_by_value(tf.round(tf.image.resize(
+                c["frames"], (image_size, image_size))), 0, 255), tf.uint8)),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if shuffle:
+        clips = clips.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        clips = clips.repeat()
+    if start_index:
+        clips = clips.skip(start_index)
+    return clips.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+
+
+def _check_clip_arguments(start_index: int, **positive: int) -> None:
+    for name, value in positive.items():
         if not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive integer; received {value!r}")
     if not isinstance(start_index, int) or start_index < 0:
         raise ValueError(f"start_index must be an integer >= 0; received {start_index!r}")
-    if not (Path(data_dir) / "dataset_info.json").exists():
-        raise UsageError(f"no RLDS dataset (dataset_info.json) in {data_dir}")
-    builder = tfds.builder_from_directory(str(data_dir))
-    read_config = tfds.ReadConfig(shuffle_seed=seed if shuffle else None)
-    step_features = builder.info.features["steps"].feature
-    T, k = clip_length, frame_stride
 
-    def width(path):  # static size of a step feature, so concatenations have known shapes
-        feature = step_features
-        for part in path.split("/"):
-            if part not in feature.keys():
-                raise UsageError(
-                    f"RLDS steps in {data_dir} have no key {path!r} (at {part!r}; "
-                    f"has {sorted(feature.keys())})"
-                )
-            feature = feature[part]
-        return int(np.prod(feature.shape))
 
-    state_width = [width(p) for p in keymap.state_keys()]
-    action_width = [width(p) for p in keymap.action_keys()] if not keymap.action_from_state else []
-    width(keymap.image)
-    step_decoders = _skip_unread(step_features, set(keymap.read_keys()))
-    episodes = builder.as_dataset(
-        split=split, shuffle_files=shuffle, read_config=read_config,
-        decoders={"steps": step_decoders} if step_decoders else None,
-    ).enumerate()
+def _feature_width(step_features, path: str, data_dir) -> int:
+    """Static size of a step feature, so concatenations have known shapes."""
+    import numpy as np
+
+    from vjepa2.errors import UsageError
+
+    feature = step_features
+    for part in path.split("/"):
+        if part not in feature.keys():
+            raise UsageError(
+                f"RLDS steps in {data_dir} have no key {path!r} (at {part!r}; "
+                f"has {sorted(feature.keys())})"
+            )
+        feature = feature[part]
+    return int(np.prod(feature.shape))
+
+
+def _episode_to_clips(keymap: KeyMap, widths: dict, T: int, k: int, clip_shift: int):
+    """The `flat_map` function from `(index, episode)` to the dataset of that episode's clips.
+
+    Args:
+        keymap: where image, state and action are.
+        widths: step path -> flat size of that feature.
+        T: frames per clip.
+        k: env steps between clip frames.
+        clip_shift: env steps between the starts of consecutive clips.
+    """
+    import tensorflow as tf
 
     def to_clips(index, episode):
         steps = episode["steps"].batch(1_000_000).get_single_element()
         image = _get(steps, keymap.image)
         state = tf.concat(
-            [tf.cast(tf.reshape(_get(steps, p), [tf.shape(image)[0], w]), tf.float32)
-             for p, w in zip(keymap.state_keys(), state_width)], axis=-1)
+            [tf.cast(tf.reshape(_get(steps, p), [tf.shape(image)[0], widths[p]]), tf.float32)
+             for p in keymap.state_keys()], axis=-1)
         length = tf.shape(image)[0]
         # The last step's action is a placeholder (RLDS), so actions exist for steps < length-1
         # and a clip's last frame needs its `k` actions after it.
@@ -349,8 +384,8 @@ def make_clip_dataset(
             actions = tf.gather(state, frame_idx + k) - tf.gather(state, frame_idx)
         else:
             action = tf.concat(
-                [tf.cast(tf.reshape(_get(steps, p), [length, w]), tf.float32)
-                 for p, w in zip(keymap.action_keys(), action_width)], axis=-1)
+                [tf.cast(tf.reshape(_get(steps, p), [length, widths[p]]), tf.float32)
+                 for p in keymap.action_keys()], axis=-1)
             window = tf.gather(action, frame_idx[..., None] + tf.range(k))  # (N, T, k, A)
             dims = action.shape[-1]
             delta = keymap.summed_action_dims(dims)
@@ -367,17 +402,4 @@ def make_clip_dataset(
             }
         )
 
-    clips = episodes.flat_map(to_clips)
-    if image_size is not None:
-        # Resized before the shuffle buffer, which then holds small frames.
-        clips = clips.map(
-            lambda c: dict(c, frames=tf.cast(tf.clip_by_value(tf.round(tf.image.resize(
-                c["frames"], (image_size, image_size))), 0, 255), tf.uint8)),
-            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if shuffle:
-        clips = clips.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        clips = clips.repeat()
-    if start_index:
-        clips = clips.skip(start_index)
-    return clips.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+    return to_clips
