@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import atexit
 import concurrent.futures as futures
-import json
 import multiprocessing
 import os
 import sys
@@ -31,6 +30,7 @@ from typing import Callable
 import numpy as np
 
 from vjepa2.errors import UsageError
+from vjepa2.files import check_output_folder, check_settings
 
 ENV_STEP_SECONDS = 0.04  # 20 MuJoCo steps of 2 ms per env step
 MANIFEST = "collect.json"
@@ -199,21 +199,10 @@ def _collect_one(episode_id: int, episode_fn: Callable = run_episode) -> dict:
 
 
 def _check_manifest(out: Path, config: CollectConfig) -> None:
-    path = out / MANIFEST
+    """Refuses a file or another command's folder, and a folder of another collection."""
+    check_output_folder(out, MANIFEST)
     wanted = asdict(config)
-    if path.exists():
-        found = json.loads(path.read_text())
-        for key, value in wanted.items():
-            if found.get(key) != value:
-                raise UsageError(
-                    f"{out} holds a collection with {key}={found.get(key)!r}; received "
-                    f"{key}={value!r} (use another --out or the same settings)"
-                )
-        return
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{MANIFEST}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(wanted, indent=1))
-    os.replace(tmp, path)
+    check_settings(out / MANIFEST, wanted, what="a collection", keys=list(wanted))
 
 
 def collect(
@@ -270,27 +259,7 @@ def collect(
     features = make_features(config.image_size, config.language_instruction)
     try:
         if todo:
-            # Always in worker processes, even for one worker: this process has TensorFlow.
-            context = multiprocessing.get_context("spawn")
-            with futures.ProcessPoolExecutor(
-                max_workers=min(workers, len(todo)), mp_context=context,
-                initializer=_init_worker, initargs=(config, str(out), videos),
-            ) as pool:
-                pending = {pool.submit(_collect_one, i, episode_fn): i for i in todo}
-                try:
-                    for future in futures.as_completed(pending):
-                        episode_id = pending[future]
-                        error = future.exception()
-                        if error is not None:
-                            failed(episode_id, error)
-                            continue
-                        episode = future.result()
-                        rlds.write_episode_file(rlds.episode_path(out, episode_id), features,
-                                                episode)
-                        done(episode)
-                except BaseException:
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    raise
+            _run_workers(config, out, videos, workers, todo, episode_fn, features, done, failed)
     finally:
         bar.close()
         present = rlds.finalize_dataset(
@@ -306,17 +275,27 @@ def collect(
     return summary
 
 
-def collect_cli(args) -> int:
-    """`vjepa2 collect`: runs `collect` from the parsed arguments; returns the exit code."""
-    config = CollectConfig(task=args.task, variation=args.variation, image_size=args.image_size,
-                           noise=args.noise, seed=args.seed)
-    summary = collect(config, args.episodes, args.out, workers=args.workers, videos=args.videos)
-    n = summary["collected"]
-    rate = f"{summary['successes']}/{n} successful" if n else "nothing new to collect"
-    print(f"collect: {summary['present']}/{summary['requested']} episodes in {args.out} "
-          f"({n} new, {rate}, {summary['seconds']:.1f} s)")
-    if summary["failed"] or summary["present"] < summary["requested"]:
-        print(f"collect: {len(summary['failed'])} episodes failed; re-run the same command to "
-              "collect the missing ones", file=sys.stderr)
-        return 1
-    return 0
+def _run_workers(config, out, videos, workers, todo, episode_fn, features, done, failed):
+    """Runs `todo` in spawned worker processes and writes each finished episode here."""
+    from vjepa2.data import rlds
+
+    # Always in worker processes, even for one worker: this process has TensorFlow.
+    context = multiprocessing.get_context("spawn")
+    with futures.ProcessPoolExecutor(
+        max_workers=min(workers, len(todo)), mp_context=context,
+        initializer=_init_worker, initargs=(config, str(out), videos),
+    ) as pool:
+        pending = {pool.submit(_collect_one, i, episode_fn): i for i in todo}
+        try:
+            for future in futures.as_completed(pending):
+                episode_id = pending[future]
+                error = future.exception()
+                if error is not None:
+                    failed(episode_id, error)
+                    continue
+                episode = future.result()
+                rlds.write_episode_file(rlds.episode_path(out, episode_id), features, episode)
+                done(episode)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise

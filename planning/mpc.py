@@ -168,6 +168,9 @@ class MPC:
             `SubgoalSchedule`).
         gripper: a `GripperLatch` to execute the gripper dim as open/close with hysteresis, or
             `None` to execute the planned value as is. `actions` records what was executed.
+        execute_stride: a world model trained at a frame stride of `s` env steps
+            (`conventions["frame_stride"]`) plans actions that span `s` steps; execute each as
+            `s` env steps (`Planner.env_actions`). False when `env` already does that.
 
     Example:
 
@@ -180,7 +183,7 @@ class MPC:
                  frame_key: str | Callable = "image", state_key: str | Callable = "state",
                  context_frames: int = 1, stop_energy: float | None = None,
                  record_frames: bool = False, early_advance: bool = True,
-                 gripper: GripperLatch | None = None):
+                 gripper: GripperLatch | None = None, execute_stride: bool = True):
         if not isinstance(planner, Planner):
             raise TypeError(f"planner must be a planning.Planner; received "
                             f"{type(planner).__name__}")
@@ -200,6 +203,7 @@ class MPC:
         self.read_state = _reader(state_key, "state")
         self.context_frames = int(context_frames)
         self.record_frames = record_frames
+        self.execute_stride = bool(execute_stride)
 
     @staticmethod
     def _make_schedule(goals, max_steps, stop_energy, early_advance) -> SubgoalSchedule:
@@ -264,8 +268,12 @@ class MPC:
                 may_switch = (not self.gripper.at_subgoal_start
                               or (bool(indices) and result.goal_index != indices[-1]))
                 action, latched = self.gripper.apply(action, latched, may_switch)
-            obs, _, terminated, truncated, info = self.env.step(action)
-            infos.append(info)
+            for env_action in (planner.env_actions(action) if self.execute_stride
+                               else [action]):
+                obs, _, terminated, truncated, info = self.env.step(env_action)
+                infos.append(info)
+                if terminated or truncated:
+                    break
             past_actions.append(action)
             actions.append(action)
             plan_energy.append(result.energy)

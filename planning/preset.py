@@ -126,11 +126,11 @@ class PlannerPreset:
         for text in [assignments] if isinstance(assignments, str) else assignments:
             field, sep, raw = str(text).partition("=")
             field = field.strip()
-            if not sep or not field:
-                raise PresetError(f"an override is field=value; received {text!r}")
-            value = _parse_value(raw)
             head, _, tail = field.partition(".")
             try:
+                if not sep or not field:
+                    raise PresetError(f"an override is field=value; received {text!r}")
+                value = _parse_value(raw)
                 if tail:
                     kind = _NESTED.get(head)
                     if kind is None:

@@ -28,7 +28,7 @@ V-JEPA 2-AC predictor predicts frame k+1 from frame k, state k and action k.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 

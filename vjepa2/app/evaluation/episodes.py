@@ -121,7 +121,7 @@ def run_planner_episode(env: RemoteEnv, planner: Planner, seed: int, setting: Ep
     mpc = MPC(planner, view, list(zip(goal_images, setting.budgets)), max_steps=setting.replans,
               stop_energy=setting.stop_energy, record_frames=record,
               context_frames=preset.context_frames, early_advance=preset.early_advance,
-              gripper=preset.gripper)
+              gripper=preset.gripper, execute_stride=False)  # the view spans the stride
     result = mpc.run(seed=seed)
     index = [int(i) for i in result.goal_index]
     last = index[-1] if index else 0
