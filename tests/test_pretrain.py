@@ -71,17 +71,39 @@ def test_teacher_moves_only_by_the_ema_of_the_updated_student(videos, tmp_path):
         np.testing.assert_allclose(t1, 0.9 * t0 + 0.1 * s1, rtol=1e-5, atol=1e-7)
 
 
-def test_loss_falls_on_generated_videos(videos, tmp_path):
-    config = _config(videos, tmp_path / "run", steps=60, lr=1e-3, start_lr=1e-3,
-                     warmup_steps=0, decay_steps=0, checkpoint_every=60)
+def test_training_lowers_the_masked_prediction_error_on_fixed_clips(videos, tmp_path):
+    # Scored on the same 4 batches with the same masks before and after 100 steps (the
+    # per-step training loss is too noisy at batch 2 for a bar: its last-10 / first-10 ratio
+    # spread over 0.82-0.87 across seeds). This statistic, over seeds 0-7 on the development
+    # machine: 0.63-0.77; the bar leaves a margin of 0.08 above the worst.
+    from vjepa2.train.checkpoint import CheckpointManager
+    from vjepa2.train.pretrain_eval import masked_prediction_l1
+
+    config = _config(videos, tmp_path / "run", steps=100, lr=1e-3, start_lr=1e-3,
+                     warmup_steps=0, decay_steps=0, checkpoint_every=100)
     pretrain(config, verbose=0, preset_overrides=MICRO_OVERRIDES)
+    sampler = make_mask_sampler(config)
+    dataset, _ = make_pretrain_dataset(config, sampler, start_step=0)
+    clips = [batch["video"] for batch in dataset.take(4)]
+    trainer = build_trainer(config, MICRO_OVERRIDES)
+    before = masked_prediction_l1(trainer, clips, sampler, mask_seed_offset=10_000)
+    CheckpointManager(tmp_path / "run" / "checkpoints").restore(trainer, trainer.optimizer)
+    after = masked_prediction_l1(trainer, clips, sampler, mask_seed_offset=10_000)
+    assert after["model"] < 0.85 * before["model"]
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records] == list(range(1, 61))
-    losses = np.array([r["loss"] for r in records])
-    assert losses[-10:].mean() < 0.85 * losses[:10].mean()
+    assert [r["step"] for r in records] == list(range(1, 101))
     assert {"loss_mask0", "loss_mask1", "lr", "ema", "teacher_std"} <= set(records[0])
     assert (tmp_path / "run" / "encoder" / "model.weights.h5").is_file()
     assert list((tmp_path / "run" / "logs").rglob("events.out.tfevents*"))
+
+    # Killed after its last checkpoint, before the final save: --resume still writes them.
+    import shutil
+
+    shutil.rmtree(tmp_path / "run" / "encoder")
+    shutil.rmtree(tmp_path / "run" / "predictor")
+    assert pretrain(config, resume=True, verbose=0)["stopped"] == "complete"
+    assert (tmp_path / "run" / "encoder" / "model.weights.h5").is_file()
+    assert (tmp_path / "run" / "predictor" / "model.weights.h5").is_file()
 
 
 def test_interrupted_and_resumed_run_equals_uninterrupted_run(videos, tmp_path):
@@ -161,7 +183,8 @@ def test_command_line_errors_are_one_line(tmp_path):
     assert len(message) == 1 and str(tmp_path / "missing") in message[0]
     result = subprocess.run([sys.executable, "-m", "vjepa2", "pretrain", "--videos", "x",
                              "--steps", "0", "--out", "y"], capture_output=True, text=True)
-    assert result.returncode == 2 and "expected a positive integer; received 0" in result.stderr
+    assert result.returncode == 2
+    assert result.stderr.strip() == "vjepa2 pretrain: error: steps must be > 0; received 0"
 
 
 def test_config_validation_names_the_value(tmp_path):

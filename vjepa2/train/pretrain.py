@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from vjepa2.errors import UsageError
+from vjepa2.files import atomic_write
 from vjepa2.train.config import TrainingConfigMixin, check, opt
 from vjepa2.train.run_folder import CONFIG_FILE, check_run_folder, resolve_precision
 
@@ -196,6 +197,25 @@ def _check_run_folder(config: PretrainConfig, resume: bool):
                             ("preset", "batch_size", "frames", "resolution", "fps", "seed"))
 
 
+def _open_run_folder(config: PretrainConfig, resume: bool, preset_overrides):
+    """Checks the run folder; records a new run's config; returns (manager, state, overrides)."""
+    manager, state = _check_run_folder(config, resume)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if state is not None and preset_overrides is None:
+        preset_overrides = json.loads((out / CONFIG_FILE).read_text()).get("preset_overrides")
+    if state is None:
+        atomic_write(out / CONFIG_FILE, json.dumps(
+            {**config.to_json(), "preset_overrides": preset_overrides or {}}, indent=2))
+    return manager, state, preset_overrides
+
+
+def _save_models(trainer, out: Path) -> None:
+    """The EMA teacher (what fine-tuning loads) and the predictor as preset folders."""
+    trainer.teacher.save_to_preset(out / "encoder")
+    trainer.predictor.save_to_preset(out / "predictor")
+
+
 def pretrain(config: PretrainConfig, resume: bool = False, verbose: int = 1,
              preset_overrides: dict | None = None, extra_callbacks=()):
     """Runs (or resumes) pretraining; returns a summary dict.
@@ -211,16 +231,8 @@ def pretrain(config: PretrainConfig, resume: bool = False, verbose: int = 1,
                                         ProgressPrinter)
 
     list_videos(config.videos)  # a missing or empty source fails before anything is built
-    manager, state = _check_run_folder(config, resume)
+    manager, state, preset_overrides = _open_run_folder(config, resume, preset_overrides)
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if state is not None and preset_overrides is None:
-        preset_overrides = json.loads((out / CONFIG_FILE).read_text()).get("preset_overrides")
-    if state is None:
-        from vjepa2.train.checkpoint import atomic_write_text
-
-        atomic_write_text(out / CONFIG_FILE, json.dumps(
-            {**config.to_json(), "preset_overrides": preset_overrides or {}}, indent=2))
     precision = resolve_precision(config.precision)
     keras.mixed_precision.set_global_policy(precision)
     keras.utils.set_random_seed(config.seed)
@@ -234,6 +246,8 @@ def pretrain(config: PretrainConfig, resume: bool = False, verbose: int = 1,
     if start_step >= config.steps:
         if verbose:
             print(f"run in {out} is already at step {start_step} >= --steps {config.steps}")
+        # A run stopped between its last checkpoint and the final save still gets its models.
+        _save_models(trainer, out)
         return {"step": start_step, "stopped": "complete"}
 
     from vjepa2.data.video import PipelineGate
@@ -277,8 +291,7 @@ def pretrain(config: PretrainConfig, resume: bool = False, verbose: int = 1,
             f"loss became NaN/inf at step {nan_guard.bad_step}; training stopped. The last good "
             f"checkpoint (step {kept['step'] if kept else 'none'}) is kept in "
             f"{manager.directory}. Try a lower --lr or --clip-grad.")
-    trainer.teacher.save_to_preset(out / "encoder")
-    trainer.predictor.save_to_preset(out / "predictor")
+    _save_models(trainer, out)
     final = manager.latest_state()
     return {"step": final["step"], "seconds": seconds, "run": str(out)}
 
