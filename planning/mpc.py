@@ -222,6 +222,25 @@ class MPC:
         raise ValueError("goals must be a goal image, a list of (goal_image, budget) pairs or a "
                          f"SubgoalSchedule; received {type(goals).__name__}")
 
+    def _gripper(self, result: PlanResult, latched, indices) -> tuple[np.ndarray, Any]:
+        """The planned first action with the gripper latch applied (if any)."""
+        action = result.first_action
+        if self.gripper is None:
+            return action, latched
+        may_switch = (not self.gripper.at_subgoal_start
+                      or (bool(indices) and result.goal_index != indices[-1]))
+        return self.gripper.apply(action, latched, may_switch)
+
+    def _execute(self, action: np.ndarray, infos: list) -> tuple[Any, bool, bool]:
+        """Steps the env with `action` (as its env steps when `execute_stride`)."""
+        for env_action in (self.planner.env_actions(action) if self.execute_stride
+                           else [action]):
+            obs, _, terminated, truncated, info = self.env.step(env_action)
+            infos.append(info)
+            if terminated or truncated:
+                break
+        return obs, terminated, truncated
+
     def run(self, seed: int | None = None, options: dict | None = None) -> MPCResult:
         """Runs one episode from `env.reset(seed=seed, options=options)`.
 
@@ -263,17 +282,8 @@ class MPC:
             if schedule.reached:
                 stop_reason = "stop_energy"
                 break
-            action = result.first_action
-            if self.gripper is not None:
-                may_switch = (not self.gripper.at_subgoal_start
-                              or (bool(indices) and result.goal_index != indices[-1]))
-                action, latched = self.gripper.apply(action, latched, may_switch)
-            for env_action in (planner.env_actions(action) if self.execute_stride
-                               else [action]):
-                obs, _, terminated, truncated, info = self.env.step(env_action)
-                infos.append(info)
-                if terminated or truncated:
-                    break
+            action, latched = self._gripper(result, latched, indices)
+            obs, terminated, truncated = self._execute(action, infos)
             past_actions.append(action)
             actions.append(action)
             plan_energy.append(result.energy)
