@@ -15,55 +15,18 @@
 #      CPU (TensorFlow): days on 2 cores; set PRETRAIN_STEPS / FINETUNE_STEPS lower for a
 #      smaller model.
 # 4. Stop-rule calibration on the training logs: ~2 min.
-# 5. Zero-shot evaluation in the held-out scenes, 4 tasks x 50 episodes with the random and
-#    scripted-expert baselines: about 1 h 30 min on 2 cores. EVAL_EPISODES=10 makes a quicker check.
-# `python scripts/ship_model.py "$OUT/train/world_model"` then installs the result as "shipped".
-set -euo pipefail
-OUT=${1:-runs/recipe}
-EPISODES=${EVAL_EPISODES:-50}
-TASKS=${TASKS:-"reach grasp reach_with_object pick_and_place"}
-mkdir -p "$OUT"
-
-# 1. Robot play logs in the wide scene variations.
-vjepa2 collect --task play --variation wide --episodes 1300 --workers 2 --image-size 64 \
-    --seed 40000 --out "$OUT/logs/play_wide"
-
-# 2. One array file: whole episodes at the world model's frame stride (2 env steps per frame).
-if [ ! -f "$OUT/play_wide_64.npz.xz" ]; then
-    python scripts/export_arrays.py --logs "$OUT/logs/play_wide" --image-size 64 \
-        --frame-stride 2 --out "$OUT/play_wide_64.npz.xz"
-fi
-
-# 3. V-JEPA 2 pretraining of the tiny encoder, then V-JEPA 2-AC fine-tuning (frozen encoder).
-if [ ! -f "$OUT/train/summary.json" ]; then
-    if [ -n "${TRAIN_ON_CPU:-}" ]; then
-        python scripts/train_arrays.py --arrays "$OUT/play_wide_64.npz.xz" --out "$OUT/train" \
-            --pretrain-steps "${PRETRAIN_STEPS:-4502}" --finetune-steps "${FINETUNE_STEPS:-16701}" \
-            --pretrain-batch 128 --finetune-batch 128 --workers 2
-    else
-        echo "step 3: train on a GPU: ARRAYS=$OUT/play_wide_64.npz.xz bash scripts/gpu_train.sh," \
-             "unpack its run.tar into $OUT/train and run this script again (or TRAIN_ON_CPU=1)"
-        exit 1
-    fi
-fi
-
-# 4. The planner's stop rule, calibrated on the training logs.
-vjepa2 calibrate-stop --model "$OUT/train/world_model" --logs "$OUT/logs/play_wide"
-
 # 5. Zero-shot evaluation in the held-out scenes, with the baselines in the same harness.
-# Grasp and pick-and-place plan the gripper by paired comparison, switched only at sub-goal
-# starts (the README's results table, footnote 5; chosen on validation seeds 2000-2019).
-planner_flags() {
-    case "$1" in
-        grasp|pick_and_place)
-            echo "--iterations 4 --xyz-clip 0.05 --gripper-search paired --gripper-latch 0.6" \
-                 "--gripper-start open --gripper-switch subgoal_start --gripper-hold --stop-energy 0" ;;
-    esac
-}
+# Each task plans with its `default` preset (its best measured setting; `vjepa2 presets --task
+# T`), and grasp and pick-and-place also with `reference_method` (the world model alone).
 for task in $TASKS; do
-    # shellcheck disable=SC2046  # the flags are meant to split into words
     vjepa2 evaluate --model "$OUT/train/world_model" --task "$task" --variation heldout \
-        --episodes "$EPISODES" --out "$OUT/eval/$task/planner" $(planner_flags "$task")
+        --episodes "$EPISODES" --out "$OUT/eval/$task/planner"
+    case "$task" in
+        grasp|pick_and_place)
+            vjepa2 evaluate --model "$OUT/train/world_model" --task "$task" --variation heldout \
+                --episodes "$EPISODES" --preset reference_method \
+                --out "$OUT/eval/$task/planner_reference_method" ;;
+    esac
     for policy in random expert; do
         vjepa2 evaluate --policy "$policy" --task "$task" --variation heldout \
             --episodes "$EPISODES" --videos 0 --out "$OUT/eval/$task/$policy"
