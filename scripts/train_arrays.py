@@ -143,14 +143,14 @@ def train_and_record(trainer, batches, config, out: Path, budget, fixed_steps, a
     """Runs `fit_within` with metrics and progress, then writes the run's `config.json` with
     the step count actually trained; returns the phase summary."""
     from vjepa2.train.callbacks import MetricsLogger, ProgressPrinter
-    from vjepa2.train.checkpoint import atomic_write_text
+    from vjepa2.files import atomic_write
 
     out.mkdir(parents=True, exist_ok=True)
     callbacks = [MetricsLogger(out / "metrics.jsonl"), ProgressPrinter(config.steps, seconds=30)]
     steps, seconds, rate = fit_within(trainer, batches, budget, args.probe_steps,
                                       args.max_steps, callbacks, label, fixed_steps)
     final = dataclasses.replace(config, steps=steps)
-    atomic_write_text(out / "config.json", json.dumps(
+    atomic_write(out / "config.json", json.dumps(
         {**final.to_json(), **overrides_record, "trained_by": "scripts/train_arrays.py",
          "steps_per_second": rate, "seconds": seconds}, indent=2))
     return {"steps": steps, "seconds": round(seconds, 1), "steps_per_second": round(rate, 2)}
@@ -329,9 +329,9 @@ def main(argv=None) -> int:
     encoder_run = Path(args.encoder) if args.encoder else out / "pretrain"
     summary["finetune"] = finetune_phase(args, data, encoder_run, out / "world_model")
     summary["episodes"], summary["frames_per_episode"] = int(E), int(F)
-    from vjepa2.train.checkpoint import atomic_write_text
+    from vjepa2.files import atomic_write
 
-    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    atomic_write(out / "summary.json", json.dumps(summary, indent=2))
     print(json.dumps(summary), flush=True)
     return 0
 

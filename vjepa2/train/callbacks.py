@@ -9,6 +9,8 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from vjepa2.files import atomic_write, read_jsonl
+
 
 def _step_of(model) -> int:
     return int(np.asarray(model.optimizer.iterations.numpy()
@@ -31,11 +33,11 @@ class MetricsLogger(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         if self.path.exists():
-            kept = []
-            for line in self.path.read_text().splitlines():
-                if line.strip() and json.loads(line).get("step", 0) <= self.step:
-                    kept.append(line)
-            self.path.write_text("".join(line + "\n" for line in kept))
+            # A torn last line (killed while appending) is dropped with the lines past the
+            # checkpoint; the rest is rewritten atomically.
+            records, _ = read_jsonl(self.path, repair=False)
+            kept = [r for r in records if r.get("step", 0) <= self.step]
+            atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         self._t0 = time.time()
 
     def on_train_batch_end(self, batch, logs=None):

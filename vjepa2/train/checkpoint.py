@@ -17,25 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from vjepa2.files import atomic_write
+
 WEIGHTS = "model.weights.h5"
 OPTIMIZER = "optimizer.npz"
 STATE = "state.json"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Writes `text` to `path` through a temp file and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 class CheckpointManager:
@@ -82,7 +68,7 @@ class CheckpointManager:
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp)
-        atomic_write_text(self.directory / "latest", name + "\n")
+        atomic_write(self.directory / "latest", name + "\n")
         self._prune(keep_name=name)
         return final
 

@@ -260,7 +260,7 @@ def finetune_ac(config: FinetuneACConfig, resume: bool = False, verbose: int = 1
 
     from vjepa2.models.world_model import save_world_model
     from vjepa2.train.callbacks import MetricsLogger, NaNGuard, PeriodicCheckpoint
-    from vjepa2.train.checkpoint import atomic_write_text
+    from vjepa2.files import atomic_write
 
     resolve_encoder_dir(config.encoder)  # bad paths fail before anything is built
     keymap, convention_overrides = resolve_keymap(config.keymap)
@@ -277,7 +277,7 @@ def finetune_ac(config: FinetuneACConfig, resume: bool = False, verbose: int = 1
                                    height)
     out.mkdir(parents=True, exist_ok=True)
     if state is None:
-        atomic_write_text(out / CONFIG_FILE, json.dumps(
+        atomic_write(out / CONFIG_FILE, json.dumps(
             {**config.to_json(), "predictor_overrides": predictor_overrides or {}}, indent=2))
     precision = resolve_precision(config.precision)
     keras.mixed_precision.set_global_policy(precision)

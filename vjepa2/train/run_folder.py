@@ -1,10 +1,8 @@
 """Run-folder checks and settings shared by the training commands (pretrain, finetune-ac)."""
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 from vjepa2.errors import UsageError
+from vjepa2.files import check_output_folder, check_settings
 
 CONFIG_FILE = "config.json"
 
@@ -40,16 +38,13 @@ def check_run_folder(out, config: dict, resume: bool, resume_keys):
     """
     from vjepa2.train.checkpoint import CheckpointManager
 
-    out = Path(out)
+    out = check_output_folder(out, "checkpoints")
     manager = CheckpointManager(out / "checkpoints")
     state = manager.latest_state() if out.exists() else None
     if state is not None and not resume:
         raise UsageError(f"run folder {out} already holds a run at step {state['step']}; pass "
                          "--resume to continue it or choose another --out")
     if state is not None:
-        saved = json.loads((out / CONFIG_FILE).read_text())
-        for key in resume_keys:
-            if saved.get(key) != config[key]:
-                raise UsageError(f"--resume with a different {key}: the run in {out} used "
-                                 f"{saved.get(key)!r}; received {config[key]!r}")
+        check_settings(out / CONFIG_FILE, config, what="a run", keys=list(resume_keys),
+                       hint="--resume needs the same value", record=False)
     return manager, state
