@@ -120,6 +120,12 @@ def test_parameter_counts_equal_the_reference(converted, reference):
         small["ac_extrinsics_encoder"]
     assert set(models["ac_predictor"]["ignored_keys"]) == {"extrinsics_encoder.weight",
                                                           "extrinsics_encoder.bias"}
+    # The exact count functions the presets are checked with agree with the built models.
+    assert encoder_param_count(**models["encoder"]["config"]) == models["encoder"]["params"]
+    assert predictor_param_count(**models["predictor"]["config"]) == \
+        models["predictor"]["params"]
+    assert ac_predictor_param_count(**models["ac_predictor"]["config"]) == \
+        models["ac_predictor"]["params"]
     released = reference["released_counts"]
     arch = {"vjepa2-vitl-256": "vit_large", "vjepa2-vith-256": "vit_huge",
             "vjepa2-vitg-256": "vit_giant_xformers", "vjepa2-vitg-384": "vit_giant_xformers",

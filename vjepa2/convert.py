@@ -72,8 +72,10 @@ def _rebuild_tensor(storage, offset, size, stride, requires_grad=False, hooks=No
         return np.array(data[offset], copy=True)
     itemsize = data.itemsize
     view = np.lib.stride_tricks.as_strided(
-        data[offset:], shape=tuple(size), strides=tuple(s * itemsize for s in stride))
-    return np.array(view, copy=True)
+        data[offset:], shape=tuple(size), strides=tuple(s * itemsize for s in stride),
+        writeable=False)
+    # A contiguous tensor stays a read-only view of its storage (no second copy of the file).
+    return view if view.flags.c_contiguous else np.array(view, copy=True)
 
 
 def _rebuild_parameter(tensor, requires_grad=False, hooks=None):
@@ -377,13 +379,24 @@ def droid_conventions(image_size: int = 256):
         action_high=(0.075, 0.075, 0.075, 0.0, 0.0, 0.0, 1.0))
 
 
+def _preset_config(preset: dict, part: str) -> dict:
+    """A preset's constructor arguments for `part`, with the class defaults filled in."""
+    import inspect
+
+    signature = inspect.signature(_model_class(part).__init__)
+    defaults = {name: p.default for name, p in signature.parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    return {**defaults, **preset[part]}
+
+
 def _match_released(configs: dict) -> str | None:
     from vjepa2.presets import RELEASED
 
     kind = "ac" if "ac_predictor" in configs else "pretrain"
     found = []
     for name, preset in RELEASED.items():
-        if preset["kind"] == kind and all(all(preset[part].get(k) == v for k, v in config.items())
+        if preset["kind"] == kind and all(all(_preset_config(preset, part).get(k) == v
+                                              for k, v in config.items())
                for part, config in configs.items()):
             found.append(name)
     if not found:
@@ -473,10 +486,11 @@ def convert_checkpoint(path, out, preset: str | None = None, *, encoder_heads: i
             raise UsageError(f"{path} holds a {'V-JEPA 2-AC' if kind == 'ac' else 'pretraining'}"
                              f" checkpoint; preset {preset} is not one")
         for part, config in configs.items():
+            wanted = _preset_config(expected, part)
             for key, value in config.items():
-                if expected[part].get(key) != value:
+                if wanted.get(key) != value:
                     raise UsageError(f"{path} does not match preset {preset}: {part} {key}="
-                                     f"{value}, the preset has {expected[part].get(key)}")
+                                     f"{value}, the preset has {wanted.get(key)}")
         full = {part: dict(expected[part]) for part in configs}
         image_size = image_size or expected["image_size"]
     else:
@@ -494,7 +508,8 @@ def convert_checkpoint(path, out, preset: str | None = None, *, encoder_heads: i
     out.mkdir(parents=True, exist_ok=True)
     summary = {"source": os.path.abspath(path), "source_bytes": path.stat().st_size,
                "preset": preset, "reference_commit": REFERENCE_COMMIT, "models": {}}
-    for entry, state in states.items():
+    for entry in list(states):
+        state = states[entry]
         part = "encoder" if kinds[entry] == "encoder" else kinds[entry]
         folder = entry if part == "encoder" else part
         try:
@@ -508,6 +523,7 @@ def convert_checkpoint(path, out, preset: str | None = None, *, encoder_heads: i
                                      "params": int(model.count_params()),
                                      "ignored_keys": {k: IGNORED_KEYS[k] for k in ignored}}
         del model
+        states[entry] = checkpoint[entry] = None  # free the arrays before the next model
     if "ac_predictor" in configs:
         if "encoder" not in states:
             raise UsageError(f"{path}: an AC predictor without its 'encoder' entry cannot make "
