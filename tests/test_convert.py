@@ -242,3 +242,18 @@ def test_rope_layout_is_part_of_the_config():
     assert VideoEncoder.from_config(old).rope_layout == "rotation"
     with pytest.raises(ValueError, match="rope_layout must be one of .* received 'tiled'"):
         MaskedPredictor(rope_layout="tiled")
+
+
+def test_a_failed_conversion_leaves_no_folder_and_overwrite_replaces(tmp_path):
+    with pytest.raises(UsageError, match="num_heads must divide embed_dim; received "
+                                         "embed_dim=32, num_heads=5"):
+        convert_checkpoint(FIXTURE / "ac.pt", tmp_path / "ac", encoder_heads=2,
+                           predictor_heads=5)
+    assert list(tmp_path.iterdir()) == []
+    convert_checkpoint(FIXTURE / "ac.pt", tmp_path / "ac", encoder_heads=2, predictor_heads=2)
+    (tmp_path / "ac" / "stale.txt").write_text("old")
+    convert_checkpoint(FIXTURE / "ac.pt", tmp_path / "ac", encoder_heads=2, predictor_heads=2,
+                       overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ac"]
+    assert sorted(p.name for p in (tmp_path / "ac").iterdir()) == [
+        "ac_predictor", "conventions.json", "conversion.json", "encoder"]

@@ -31,6 +31,8 @@ import json
 import os
 import pickle
 import re
+import shutil
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -505,35 +507,52 @@ def convert_checkpoint(path, out, preset: str | None = None, *, encoder_heads: i
                 full[part]["normalize_output"] = True
         image_size = image_size or 256
 
-    out.mkdir(parents=True, exist_ok=True)
+    if "ac_predictor" in configs and "encoder" not in states:
+        raise UsageError(f"{path}: an AC predictor without its 'encoder' entry cannot make a "
+                         "world model")
     summary = {"source": os.path.abspath(path), "source_bytes": path.stat().st_size,
-               "preset": preset, "reference_commit": REFERENCE_COMMIT, "models": {}}
-    for entry in list(states):
-        state = states[entry]
-        part = "encoder" if kinds[entry] == "encoder" else kinds[entry]
-        folder = entry if part == "encoder" else part
-        try:
-            model = _model_class(part)(**full[part])
-        except ValueError as error:
-            raise UsageError(f"{path} [{entry}]: {error}") from None
-        model.build()
-        ignored = load_reference_state(model, state, f"{path} [{entry}]")
-        model.save_to_preset(out / folder)
-        summary["models"][folder] = {"entry": entry, "config": full[part],
-                                     "params": int(model.count_params()),
-                                     "ignored_keys": {k: IGNORED_KEYS[k] for k in ignored}}
-        del model
-        states[entry] = checkpoint[entry] = None  # free the arrays before the next model
-    if "ac_predictor" in configs:
-        if "encoder" not in states:
-            raise UsageError(f"{path}: an AC predictor without its 'encoder' entry cannot make "
-                             "a world model")
-        conventions = droid_conventions(image_size)
-        write_json(out / "conventions.json", conventions.to_json(), indent=2)
-        summary["conventions"] = "conventions.json"
-    summary["image_size"] = image_size
-    write_json(out / "conversion.json", summary, indent=2)
+               "preset": preset, "reference_commit": REFERENCE_COMMIT, "models": {},
+               "image_size": image_size}
+    # Everything is written into a sibling temp folder first: a failure leaves no half folder.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        for entry in list(states):
+            part = "encoder" if kinds[entry] == "encoder" else kinds[entry]
+            folder = entry if part == "encoder" else part
+            try:
+                model = _model_class(part)(**full[part])
+            except ValueError as error:
+                raise UsageError(f"{path} [{entry}]: {error}") from None
+            model.build()
+            ignored = load_reference_state(model, states[entry], f"{path} [{entry}]")
+            model.save_to_preset(tmp / folder)
+            summary["models"][folder] = {"entry": entry, "config": full[part],
+                                         "params": int(model.count_params()),
+                                         "ignored_keys": {k: IGNORED_KEYS[k] for k in ignored}}
+            del model
+            states[entry] = checkpoint[entry] = None  # free the arrays before the next model
+        if "ac_predictor" in configs:
+            write_json(tmp / "conventions.json", droid_conventions(image_size).to_json(),
+                       indent=2)
+            summary["conventions"] = "conventions.json"
+        write_json(tmp / "conversion.json", summary, indent=2)
+        _replace_folder(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
     return summary
+
+
+def _replace_folder(new: Path, out: Path):
+    """Moves `new` to `out`, replacing an existing `out` (checked empty or allowed by the caller)."""
+    if out.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+        os.replace(out, old / out.name)
+        os.replace(new, out)
+        shutil.rmtree(old)
+    else:
+        os.replace(new, out)
 
 
 def _describe(configs):
