@@ -414,6 +414,78 @@ def _model_class(kind):
             "ac_predictor": ActionConditionedPredictor}[kind]
 
 
+def _model_states(checkpoint, path):
+    """The prefix-stripped state dicts of the checkpoint's model entries and their kinds."""
+    if not isinstance(checkpoint, dict) or not any(k in checkpoint for k in MODEL_ENTRIES):
+        keys = sorted(checkpoint)[:6] if isinstance(checkpoint, dict) else type(checkpoint)
+        raise UsageError(f"{path} is not a V-JEPA 2 checkpoint: expected 'encoder', "
+                         f"'target_encoder' or 'predictor' entries; found {keys}")
+    states = {}
+    for entry in MODEL_ENTRIES:
+        if entry in checkpoint:
+            state = checkpoint[entry]
+            if not isinstance(state, dict):
+                raise UsageError(f"{path}: entry {entry!r} is a {type(state).__name__}, not a "
+                                 "state dict")
+            states[entry] = _strip(state)
+    kinds = {entry: kind_of(state) for entry, state in states.items()}
+    for entry in ("encoder", "target_encoder"):
+        if entry in kinds and kinds[entry] != "encoder":
+            raise UsageError(f"{path}: entry {entry!r} holds a {kinds[entry]}, not an encoder")
+    if "predictor" in kinds and kinds["predictor"] == "encoder":
+        raise UsageError(f"{path}: entry 'predictor' holds an encoder")
+    return states, kinds
+
+
+def _shape_configs(states, kinds, path):
+    """Per part (`encoder`, `predictor` or `ac_predictor`) the config implied by the shapes."""
+    configs = {}
+    for entry, state in states.items():
+        part = kinds[entry]
+        inferred = infer_config(state, f"{path} [{entry}]")
+        if part in configs and configs[part] != inferred:
+            raise UsageError(f"{path}: 'encoder' and 'target_encoder' have different shapes "
+                             f"({configs[part]} vs {inferred})")
+        configs[part] = inferred
+    return configs
+
+
+def _full_configs(configs, path, preset, encoder_heads, predictor_heads, image_size):
+    """`(preset, constructor arguments per part, image_size)` from a released preset (given
+    or matched by shapes) or from the shapes and the given head counts."""
+    from vjepa2.presets import RELEASED
+
+    if preset is None and encoder_heads is None and predictor_heads is None:
+        preset = _match_released(configs)
+        if preset is None:
+            raise UsageError(f"{path} matches no released size ({_describe(configs)}); give a "
+                             "preset or the head counts (encoder_heads, predictor_heads)")
+    if preset is not None:
+        expected = RELEASED[preset]
+        kind = "ac" if "ac_predictor" in configs else "pretrain"
+        if expected["kind"] != kind:
+            raise UsageError(f"{path} holds a {'V-JEPA 2-AC' if kind == 'ac' else 'pretraining'}"
+                             f" checkpoint; preset {preset} is not one")
+        for part, config in configs.items():
+            wanted = _preset_config(expected, part)
+            for key, value in config.items():
+                if wanted.get(key) != value:
+                    raise UsageError(f"{path} does not match preset {preset}: {part} {key}="
+                                     f"{value}, the preset has {wanted.get(key)}")
+        full = {part: dict(expected[part]) for part in configs}
+        return preset, full, image_size or expected["image_size"]
+    full = {}
+    for part, config in configs.items():
+        name = "encoder_heads" if part == "encoder" else "predictor_heads"
+        heads = encoder_heads if part == "encoder" else predictor_heads
+        if heads is None:
+            raise UsageError(f"the {part} has no released size: give its head count ({name})")
+        full[part] = dict(config, num_heads=heads, rope_layout="reference")
+        if part == "ac_predictor":
+            full[part]["normalize_output"] = True
+    return None, full, image_size or 256
+
+
 def convert_checkpoint(path, out, preset: str | None = None, *, encoder_heads: int | None = None,
                        predictor_heads: int | None = None, image_size: int | None = None,
                        overwrite: bool = False) -> dict:
@@ -448,65 +520,14 @@ def convert_checkpoint(path, out, preset: str | None = None, *, encoder_heads: i
         raise UsageError(f"unknown released preset {preset!r}; known: {', '.join(RELEASED)}")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise UsageError(f"{out} exists and is not empty; choose another output folder")
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int)
+                                   or image_size < 1):
+        raise UsageError(f"image_size must be a positive integer; received {image_size!r}")
     checkpoint = read_torch_checkpoint(path)
-    if not isinstance(checkpoint, dict) or not any(k in checkpoint for k in MODEL_ENTRIES):
-        keys = sorted(checkpoint)[:6] if isinstance(checkpoint, dict) else type(checkpoint)
-        raise UsageError(f"{path} is not a V-JEPA 2 checkpoint: expected 'encoder', "
-                         f"'target_encoder' or 'predictor' entries; found {keys}")
-    states = {}
-    for entry in MODEL_ENTRIES:
-        if entry in checkpoint:
-            state = checkpoint[entry]
-            if not isinstance(state, dict):
-                raise UsageError(f"{path}: entry {entry!r} is a {type(state).__name__}, not a "
-                                 "state dict")
-            states[entry] = _strip(state)
-    kinds = {entry: kind_of(state) for entry, state in states.items()}
-    for entry in ("encoder", "target_encoder"):
-        if entry in kinds and kinds[entry] != "encoder":
-            raise UsageError(f"{path}: entry {entry!r} holds a {kinds[entry]}, not an encoder")
-    if "predictor" in kinds and kinds["predictor"] == "encoder":
-        raise UsageError(f"{path}: entry 'predictor' holds an encoder")
-    configs = {}
-    for entry, state in states.items():
-        part = "encoder" if kinds[entry] == "encoder" else kinds[entry]
-        inferred = infer_config(state, f"{path} [{entry}]")
-        if part in configs and configs[part] != inferred:
-            raise UsageError(f"{path}: 'encoder' and 'target_encoder' have different shapes "
-                             f"({configs[part]} vs {inferred})")
-        configs[part] = inferred
-
-    if preset is None and encoder_heads is None and predictor_heads is None:
-        preset = _match_released(configs)
-        if preset is None:
-            raise UsageError(f"{path} matches no released size ({_describe(configs)}); give a "
-                             "preset or the head counts (encoder_heads, predictor_heads)")
-    if preset is not None:
-        expected = RELEASED[preset]
-        kind = "ac" if "ac_predictor" in configs else "pretrain"
-        if expected["kind"] != kind:
-            raise UsageError(f"{path} holds a {'V-JEPA 2-AC' if kind == 'ac' else 'pretraining'}"
-                             f" checkpoint; preset {preset} is not one")
-        for part, config in configs.items():
-            wanted = _preset_config(expected, part)
-            for key, value in config.items():
-                if wanted.get(key) != value:
-                    raise UsageError(f"{path} does not match preset {preset}: {part} {key}="
-                                     f"{value}, the preset has {wanted.get(key)}")
-        full = {part: dict(expected[part]) for part in configs}
-        image_size = image_size or expected["image_size"]
-    else:
-        full = {}
-        for part, config in configs.items():
-            heads = encoder_heads if part == "encoder" else predictor_heads
-            if heads is None:
-                raise UsageError(f"the {part} has no released size: give its head count "
-                                 f"({'encoder_heads' if part == 'encoder' else 'predictor_heads'})")
-            full[part] = dict(config, num_heads=heads, rope_layout="reference")
-            if part == "ac_predictor":
-                full[part]["normalize_output"] = True
-        image_size = image_size or 256
-
+    states, kinds = _model_states(checkpoint, path)
+    configs = _shape_configs(states, kinds, path)
+    preset, full, image_size = _full_configs(configs, path, preset, encoder_heads,
+                                             predictor_heads, image_size)
     if "ac_predictor" in configs and "encoder" not in states:
         raise UsageError(f"{path}: an AC predictor without its 'encoder' entry cannot make a "
                          "world model")
@@ -518,7 +539,7 @@ def convert_checkpoint(path, out, preset: str | None = None, *, encoder_heads: i
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         for entry in list(states):
-            part = "encoder" if kinds[entry] == "encoder" else kinds[entry]
+            part = kinds[entry]
             folder = entry if part == "encoder" else part
             try:
                 model = _model_class(part)(**full[part])
