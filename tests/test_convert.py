@@ -98,6 +98,20 @@ def test_converted_ac_folder_is_a_world_model(converted):
     assert model.conventions["action_high"][:3] == [0.075] * 3
 
 
+def test_a_converted_ac_model_plans_with_the_reference_budget_shape(converted):
+    """`Planner.from_run` on a converted folder; the reference budget, fewer samples."""
+    from planning import CEMConfig, Planner
+
+    config = CEMConfig.reference(samples=32, iterations=2)
+    planner = Planner.from_run(converted["root"] / "ac", config=config)
+    rng = np.random.default_rng(0)
+    frame, goal = rng.integers(0, 256, size=(2, 32, 32, 3), dtype=np.uint8)
+    action = np.asarray(planner.plan(frame, np.zeros(7, "float32"), goal).first_action)
+    assert action.shape == (7,) and np.all(np.isfinite(action))
+    assert np.abs(action[:3]).sum() <= 0.075 + 1e-6  # the reference's L1 ball on xyz
+    np.testing.assert_array_equal(action[3:6], 0.0)  # rotation held, as the reference plans
+
+
 def test_reload_gives_the_converted_models_outputs(converted, outputs):
     """A model filled in memory equals the one saved and reloaded through `from_preset`."""
     state = read_torch_checkpoint(FIXTURE / "pretrain.pt")["encoder"]
