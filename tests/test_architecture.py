@@ -1,6 +1,8 @@
 """The house rules: one direction of imports, modules small enough to hold in one's head."""
 import ast
 import pathlib
+import subprocess
+import sys
 import tomllib
 
 import pytest
@@ -20,9 +22,14 @@ def _config():
 
 
 def test_import_contracts_hold():
-    from importlinter.cli import lint_imports
-
-    assert lint_imports(config_filename=str(ROOT / "pyproject.toml"), no_cache=True) == 0
+    # In a child process: import-linter reconfigures logging (dictConfig disables the loggers
+    # that exist), which would silence this process's loggers for the tests after it.
+    code = ("import sys; from importlinter.cli import lint_imports; "
+            f"sys.exit(lint_imports(config_filename={str(ROOT / 'pyproject.toml')!r}, "
+            "no_cache=True))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-1000:]
 
 
 def test_every_vjepa2_module_is_in_the_core_or_the_application_layer():
