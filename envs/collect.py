@@ -231,9 +231,8 @@ def collect(
         A summary dict: `requested`, `present` (episodes in the dataset), `collected` (this
         run), `failed` (list of `{"id", "error"}`), `successes` (this run), `seconds`.
     """
-    from tqdm import tqdm
-
     from vjepa2.data import rlds
+    from vjepa2.progress import Progress
 
     if episodes < 1 or workers < 1:
         raise UsageError(f"episodes and workers must be >= 1; received {episodes}, {workers}")
@@ -242,19 +241,18 @@ def collect(
     ids = [config.seed + i for i in range(episodes)]
     todo = [i for i in ids if not rlds.episode_path(out, i).exists()]
     summary = {"requested": episodes, "collected": 0, "failed": [], "successes": 0}
-    bar = tqdm(total=episodes, initial=episodes - len(todo), disable=not progress,
-               desc=f"collect {config.task}/{config.variation}", unit="ep")
+    bar = Progress(episodes, f"collect {config.task}/{config.variation}", "ep",
+                   initial=episodes - len(todo), enabled=progress, stream=sys.stderr)
     start = time.perf_counter()
 
     def done(episode):
         summary["collected"] += 1
         summary["successes"] += int(episode["episode_metadata"]["success"])
-        bar.update(1)
+        bar.update(1, successes=summary["successes"])
 
     def failed(episode_id, error):
         summary["failed"].append({"id": episode_id, "error": f"{type(error).__name__}: {error}"})
-        print(f"collect: episode {episode_id} failed: {type(error).__name__}: {error}",
-              file=sys.stderr)
+        bar.write(f"collect: episode {episode_id} failed: {type(error).__name__}: {error}")
 
     features = make_features(config.image_size, config.language_instruction)
     try:

@@ -146,7 +146,8 @@ def train_and_record(trainer, batches, config, out: Path, budget, fixed_steps, a
     from vjepa2.files import atomic_write
 
     out.mkdir(parents=True, exist_ok=True)
-    callbacks = [MetricsLogger(out / "metrics.jsonl"), ProgressPrinter(config.steps, seconds=30)]
+    callbacks = [MetricsLogger(out / "metrics.jsonl"),
+                 ProgressPrinter(config.steps, seconds=30, desc=label)]
     steps, seconds, rate = fit_within(trainer, batches, budget, args.probe_steps,
                                       args.max_steps, callbacks, label, fixed_steps)
     final = dataclasses.replace(config, steps=steps)

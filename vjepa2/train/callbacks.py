@@ -102,32 +102,40 @@ class PeriodicCheckpoint(keras.callbacks.Callback):
 
 
 class ProgressPrinter(keras.callbacks.Callback):
-    """Progress lines for logs and pipes (where Keras' progress bar prints only at epoch end):
-    `step i/N  loss ...  s/step ...  eta ...`, at most every `seconds`, flushed."""
+    """Training progress through `vjepa2.progress.Progress`: a bar in a terminal, a line at
+    most every `seconds` in a log file (`pretrain: 120/500 step  ...  loss 0.41`)."""
 
-    def __init__(self, total_steps, start_step=0, seconds=15.0, stream=None):
+    def __init__(self, total_steps, start_step=0, seconds=15.0, stream=None, desc="train"):
         super().__init__()
         self.total = int(total_steps)
-        self.step = int(start_step)
         self.start_step = int(start_step)
         self.seconds = float(seconds)
         self.stream = stream
-        self._t0 = None
-        self._last = None
+        self.desc = desc
+        self._progress = None
 
     def on_train_begin(self, logs=None):
-        self._t0 = self._last = time.time()
+        from vjepa2.progress import Progress
+
+        self._progress = Progress(self.total, self.desc, "step", initial=self.start_step,
+                                  seconds=self.seconds, stream=self.stream)
 
     def on_train_batch_end(self, batch, logs=None):
-        import sys
+        self._progress.update(1, **{k: float(np.asarray(v)) for k, v in (logs or {}).items()
+                                    if k in ("loss", "teacher_std", "lr")})
 
-        self.step += 1
-        now = time.time()
-        if now - self._last < self.seconds and self.step != self.total:
-            return
-        self._last = now
-        per_step = (now - self._t0) / max(self.step - self.start_step, 1)
-        eta = per_step * (self.total - self.step)
-        values = "  ".join(f"{k} {float(np.asarray(v)):.4g}" for k, v in (logs or {}).items())
-        print(f"step {self.step}/{self.total}  {values}  {per_step:.2f} s/step  "
-              f"eta {eta / 60:.1f} min", file=self.stream or sys.stdout, flush=True)
+    def on_train_end(self, logs=None):
+        if self._progress is not None:
+            self._progress.close()
+
+
+def training_callbacks(out, config, start_step, save, nan_guard, verbose, desc) -> list:
+    """The callbacks both training commands run: the NaN guard, the metrics log, periodic
+    checkpoints, TensorBoard (TensorFlow backend) and, when `verbose`, progress."""
+    callbacks = [nan_guard, MetricsLogger(out / "metrics.jsonl", start_step),
+                 PeriodicCheckpoint(save, config.checkpoint_every, start_step, nan_guard)]
+    if keras.backend.backend() == "tensorflow":
+        callbacks.append(keras.callbacks.TensorBoard(str(out / "logs"), update_freq=10))
+    if verbose:
+        callbacks.append(ProgressPrinter(config.steps, start_step, desc=desc))
+    return callbacks

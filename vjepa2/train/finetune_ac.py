@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -259,7 +258,7 @@ def finetune_ac(config: FinetuneACConfig, resume: bool = False, verbose: int = 1
     import keras
 
     from vjepa2.models.world_model import save_world_model
-    from vjepa2.train.callbacks import MetricsLogger, NaNGuard, PeriodicCheckpoint
+    from vjepa2.train.callbacks import NaNGuard, training_callbacks
     from vjepa2.files import atomic_write
 
     resolve_encoder_dir(config.encoder)  # bad paths fail before anything is built
@@ -302,11 +301,8 @@ def finetune_ac(config: FinetuneACConfig, resume: bool = False, verbose: int = 1
         manager.save(model, model.optimizer, step, {"data_index": step * config.batch_size})
 
     nan_guard = NaNGuard(start_step)
-    callbacks = [nan_guard, MetricsLogger(out / "metrics.jsonl", start_step),
-                 PeriodicCheckpoint(save, config.checkpoint_every, start_step, nan_guard)]
-    if keras.backend.backend() == "tensorflow":
-        callbacks.append(keras.callbacks.TensorBoard(str(out / "logs"), update_freq=10))
-    callbacks += list(extra_callbacks)
+    callbacks = training_callbacks(out, config, start_step, save, nan_guard, verbose,
+                                   "finetune-ac") + list(extra_callbacks)
     if verbose:
         print(f"fine-tuning a {config.preset} action-conditioned predictor on {config.logs}: "
               f"steps {start_step} -> {config.steps}, batch {config.batch_size}, "
@@ -316,7 +312,7 @@ def finetune_ac(config: FinetuneACConfig, resume: bool = False, verbose: int = 1
     started = time.time()
     trainer.fit(dataset, epochs=1, steps_per_epoch=config.steps - start_step,
                 callbacks=callbacks,
-                verbose=verbose if sys.stdout.isatty() else min(verbose, 2), shuffle=False)
+                verbose=0, shuffle=False)
     seconds = time.time() - started
     if nan_guard.bad_step is not None:
         kept = manager.latest_state()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -227,8 +226,7 @@ def pretrain(config: PretrainConfig, resume: bool = False, verbose: int = 1,
     import keras
 
     from vjepa2.data.video import list_videos
-    from vjepa2.train.callbacks import (MetricsLogger, NaNGuard, PeriodicCheckpoint,
-                                        ProgressPrinter)
+    from vjepa2.train.callbacks import NaNGuard, training_callbacks
 
     list_videos(config.videos)  # a missing or empty source fails before anything is built
     manager, state, preset_overrides = _open_run_folder(config, resume, preset_overrides)
@@ -261,14 +259,8 @@ def pretrain(config: PretrainConfig, resume: bool = False, verbose: int = 1,
                      {"data_index": step * config.batch_size, "bad_videos": stats.counts})
 
     nan_guard = NaNGuard(start_step)
-    callbacks = [nan_guard, MetricsLogger(out / "metrics.jsonl", start_step),
-                 PeriodicCheckpoint(save, config.checkpoint_every, start_step, nan_guard)]
-    if keras.backend.backend() == "tensorflow":
-        callbacks.append(keras.callbacks.TensorBoard(str(out / "logs"), update_freq=10))
-    interactive = sys.stdout.isatty()
-    if verbose and not interactive:
-        callbacks.append(ProgressPrinter(config.steps, start_step))
-    callbacks += list(extra_callbacks)
+    callbacks = training_callbacks(out, config, start_step, save, nan_guard, verbose,
+                                   "pretrain") + list(extra_callbacks)
     if verbose:
         print(f"pretraining {config.preset} on {config.videos}: steps {start_step} -> "
               f"{config.steps}, batch {config.batch_size}, {config.frames}x{config.resolution}px "
@@ -278,7 +270,7 @@ def pretrain(config: PretrainConfig, resume: bool = False, verbose: int = 1,
     try:
         trainer.fit(dataset, epochs=1, steps_per_epoch=config.steps - start_step,
                     callbacks=callbacks,
-                    verbose=1 if verbose and interactive else 0, shuffle=False)
+                    verbose=0, shuffle=False)
     finally:
         # Python calls in flight inside tf.data would deadlock the iterator's destructor.
         gate.close()

@@ -38,6 +38,7 @@ from vjepa2.app.evaluation.presets import resolve_preset, subgoal_budgets
 from vjepa2.app.evaluation.store import SUMMARY_FILE, ResultsStore
 from vjepa2.app.models import model_record
 from vjepa2.errors import UsageError
+from vjepa2.progress import Progress
 
 POLICIES = ("planner", "random", "expert")
 VARIATIONS = ("train", "wide", "heldout")
@@ -92,14 +93,11 @@ def evaluate(task: str, episodes: int, out: str | os.PathLike, *,
         if progress:
             print(f"evaluate: all {episodes} episodes already in {store.out}")
         return _write_results(store, seeds, settings, final=True)
-    env_kwargs = dict(variation=variation, image_size=settings["image_size"],
-                      max_episode_steps=max_steps)
-    if policy == "expert":
-        env_kwargs.update(child_policy="envs.policies:make_policy", child_policy_kwargs={
-            "name": task, "noise": settings["baseline"]["noise"]})
     finished = False
+    bar = Progress(episodes, f"evaluate {task}/{variation}", "ep", initial=episodes - len(todo),
+                   seconds=float("inf"), enabled=progress)
     try:
-        with RemoteEnv(spec.env_id, modules=("envs",), **env_kwargs) as env:
+        with bar, RemoteEnv(spec.env_id, modules=("envs",), **_env_kwargs(settings)) as env:
             planner = None if setting is None else _make_planner(world_model, env, setting)
             store.begin()
             for n, (index, ep_seed) in enumerate(todo):
@@ -116,7 +114,8 @@ def evaluate(task: str, episodes: int, out: str | os.PathLike, *,
                 store.add(record)
                 _write_results(store, seeds, settings, final=(n + 1) % SUMMARY_EVERY == 0)
                 if progress:
-                    report.print_episode(record, len(store.records), episodes)
+                    bar.write(report.episode_line(record, len(store.records), episodes))
+                bar.update(1, successes=sum(r["success"] for r in store.finished(seeds)))
         finished = True
     finally:
         # Interrupted or not, the results and plot describe every finished episode.
@@ -124,6 +123,16 @@ def evaluate(task: str, episodes: int, out: str | os.PathLike, *,
     if finished and progress:
         report.print_summary(results, store.out)
     return results
+
+
+def _env_kwargs(settings: dict) -> dict:
+    """The env process's arguments (the expert baseline runs inside it)."""
+    kwargs = dict(variation=settings["variation"], image_size=settings["image_size"],
+                  max_episode_steps=settings["max_steps"])
+    if settings["policy"] == "expert":
+        kwargs.update(child_policy="envs.policies:make_policy", child_policy_kwargs={
+            "name": settings["task"], "noise": settings["baseline"]["noise"]})
+    return kwargs
 
 
 def _write_results(store: ResultsStore, seeds: list[int], settings: dict, final: bool) -> dict:

@@ -224,14 +224,14 @@ def write_summary_png(path: Path, records: list[dict], results: dict) -> None:
         plt.close(fig)
 
 
-def print_episode(record: dict, done: int, total: int) -> None:
+def episode_line(record: dict, done: int, total: int) -> str:
     """One console line per finished episode."""
     seconds = record["plan_seconds"][record["warmup_plans"]:]
     per_action = f", {np.median(seconds):.3f} s/action" if seconds else ""
-    print(f"evaluate: episode {done}/{total} seed {record['seed']}: "
-          f"{'success' if record['success'] else 'failure'} (final distance "
-          f"{record['final_distance']:.3f} m, {record['steps']} steps, "
-          f"{record['stop_reason']}{per_action}, {record['wall_seconds']:.1f} s)", flush=True)
+    return (f"evaluate: episode {done}/{total} seed {record['seed']}: "
+            f"{'success' if record['success'] else 'failure'} (final distance "
+            f"{record['final_distance']:.3f} m, {record['steps']} steps, "
+            f"{record['stop_reason']}{per_action}, {record['wall_seconds']:.1f} s)")
 
 
 def print_summary(results: dict, out: str | os.PathLike) -> None:
