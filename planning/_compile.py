@@ -11,7 +11,8 @@ from typing import Callable
 import keras
 
 
-def compile_function(fn: Callable, jit_compile: bool | None = None) -> Callable:
+def compile_function(fn: Callable, jit_compile: bool | None = None,
+                     exact_shapes: bool = False) -> Callable:
     """Compiles `fn` for the active Keras backend.
 
     - TensorFlow: `tf.function(fn, jit_compile=...)`. `None` means `False`: on the 2-core CPU,
@@ -28,6 +29,8 @@ def compile_function(fn: Callable, jit_compile: bool | None = None) -> Callable:
         fn: a function of tensors (and `None`s) returning a tuple of tensors, using `keras.ops`
             only.
         jit_compile: TensorFlow only: whether to compile the graph with XLA.
+        exact_shapes: TensorFlow only: trace once per exact input shape instead of relaxing a
+            changed dim to unknown (for functions whose Python code needs static sizes).
 
     Returns:
         A callable with the same signature as `fn`.
@@ -36,7 +39,7 @@ def compile_function(fn: Callable, jit_compile: bool | None = None) -> Callable:
     if backend == "tensorflow":
         import tensorflow as tf
 
-        return tf.function(fn, jit_compile=bool(jit_compile), reduce_retracing=True)
+        return tf.function(fn, jit_compile=bool(jit_compile), reduce_retracing=not exact_shapes)
     if backend == "jax":
         import jax
 

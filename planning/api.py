@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 from keras import ops
 
+from planning._compile import compile_function
 from planning.cem import CEMConfig, CEMPlanner, PlanResult
 from planning.energy import EnergyConfig, latent_distance
 from planning.schedule import SubgoalSchedule
@@ -46,13 +47,35 @@ def _check_finite(arr, what):
                              "values)")
 
 
-def _check_image_dtype(arr, what):
-    if not (arr.dtype == np.uint8 or np.issubdtype(arr.dtype, np.floating)):
+# Float images are in [0, 1]; this margin lets values that a resize or a colour conversion
+# pushed just past an end through (a float32 of 1.0 computed as 1.0000001).
+IMAGE_FLOAT_MARGIN = 1e-3
+
+
+def _check_image(arr, what):
+    """uint8 in [0, 255] or floating in [0, 1] (finite); one min and one max pass for floats."""
+    if arr.dtype == np.uint8:
+        return
+    if not np.issubdtype(arr.dtype, np.floating):
         raise PlanInputError(f"{what} must be uint8 or floating; received dtype {arr.dtype}")
+    lo, hi = float(np.min(arr)), float(np.max(arr))
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        _check_finite(arr, what)
+    if lo < -IMAGE_FLOAT_MARGIN or hi > 1.0 + IMAGE_FLOAT_MARGIN:
+        hint = (" (0..255 values: pass uint8, or divide by 255)" if hi > 1.0 + IMAGE_FLOAT_MARGIN
+                and hi <= 255.0 and lo >= 0.0 else "")
+        raise PlanInputError(f"{what} are floating, so values must be in [0, 1]; received values "
+                             f"in [{lo:g}, {hi:g}]{hint}")
 
 
 def check_frames(frames) -> np.ndarray:
-    """Validates frames and returns them as `(T, H, W, 3)` (a single `(H, W, 3)` gets T=1)."""
+    """Validates frames and returns them as `(T, H, W, 3)` (a single `(H, W, 3)` gets T=1).
+
+    Accepted values: uint8 in [0, 255], or floating in [0, 1] (finite; a margin of
+    `IMAGE_FLOAT_MARGIN` for rounding). Anything else raises `PlanInputError`: a float image in
+    0..255 or normalized to -2..2 would otherwise be encoded as a different picture and give a
+    confident, wrong plan.
+    """
     arr = _array(frames, "frames")
     if arr.ndim == 3:
         arr = arr[None]
@@ -61,18 +84,19 @@ def check_frames(frames) -> np.ndarray:
                              f"{np.shape(frames)}")
     if min(arr.shape) == 0:
         raise PlanInputError(f"frames must not be empty; received shape {arr.shape}")
-    _check_image_dtype(arr, "frames")
-    _check_finite(arr, "frames")
+    _check_image(arr, "frames")
     return arr
 
 
 def check_goal(goal, frame_hw: tuple[int, int] | None = None) -> np.ndarray:
-    """Validates one goal image `(H, W, 3)` against the frames' size `frame_hw`."""
+    """Validates one goal image `(H, W, 3)` against the frames' size `frame_hw`.
+
+    Accepted values as for `check_frames`: uint8 in [0, 255] or floating in [0, 1].
+    """
     arr = _array(goal, "goal image")
     if arr.ndim != 3 or arr.shape[-1] != 3 or min(arr.shape) == 0:
         raise PlanInputError(f"goal image must be (H, W, 3); received shape {arr.shape}")
-    _check_image_dtype(arr, "goal image")
-    _check_finite(arr, "goal image")
+    _check_image(arr, "goal image")
     if frame_hw is not None and tuple(arr.shape[:2]) != tuple(frame_hw):
         raise PlanInputError(f"goal image is {arr.shape[0]}x{arr.shape[1]} but the frames are "
                              f"{frame_hw[0]}x{frame_hw[1]}")
@@ -160,6 +184,9 @@ class Planner:
             raise ValueError(f"goal_cache_size must be >= 1; received {goal_cache_size}")
         low, high = _bounds(action_space, action_low, action_high)
         self.world_model = world_model
+        self._encode = (compile_function(world_model.encode, exact_shapes=True)
+                        if getattr(world_model, "traceable_encode", False)
+                        else world_model.encode)
         self.cem = CEMPlanner(world_model, low, high, config, energy)
         self.config = self.cem.config
         self.action_dim = self.cem.action_dim
@@ -202,7 +229,7 @@ class Planner:
     def encode(self, frames):
         """Encodes frames `(T, H, W, 3)` or `(H, W, 3)` into latents `(T, N, D)` (a tensor)."""
         frames = check_frames(frames)
-        z = ops.convert_to_tensor(self.world_model.encode(frames[None]), "float32")
+        z = ops.convert_to_tensor(self._encode(frames[None]), "float32")
         if len(z.shape) != 4 or z.shape[0] != 1 or z.shape[1] != frames.shape[0]:
             raise ValueError(f"world_model.encode returned shape {tuple(z.shape)}; expected "
                              f"(1, {frames.shape[0]}, N, D)")
@@ -230,13 +257,17 @@ class Planner:
         `s` env steps, summed over them on the delta dims and averaged on the others; this
         returns the `(s, A)` env actions to execute in order: `action / s` on the delta dims,
         `action` on the others. With `s = 1` it is `action[None]`.
+
+        Raises:
+            PlanInputError: `action` has the wrong size or a NaN or inf (never sent to a robot).
         """
         conventions = getattr(self.world_model, "conventions", None) or {}
         stride = int(conventions.get("frame_stride", 1))
-        action = np.asarray(action, "float32").reshape(-1)
+        action = _array(action, "action").astype("float32").reshape(-1)
         if action.shape[0] != self.action_dim:
             raise PlanInputError(f"action must have {self.action_dim} values; received shape "
                                  f"{action.shape}")
+        _check_finite(action, "action")
         per_step = action.copy()
         delta = [int(d) for d in conventions.get("action_delta_dims", ())]
         per_step[delta] /= stride
@@ -248,16 +279,19 @@ class Planner:
 
         Args:
             frames: `(T, H, W, 3)` context frames (oldest first) or one frame `(H, W, 3)`,
-                uint8 or floating.
+                uint8 in [0, 255] or floating in [0, 1].
             state: `(S,)` or `(T, S)` proprio state of those frames.
-            goal: a goal image `(H, W, 3)` of the frames' size; or a list of sub-goal images
-                with `budgets`; or a `SubgoalSchedule`.
+            goal: a goal image `(H, W, 3)` of the frames' size (values as `frames`); or a list
+                of sub-goal images with `budgets`; or a `SubgoalSchedule`.
             context_actions: `(T - 1, A)` actions taken between the context frames.
             budgets: re-plans per sub-goal, when `goal` is a list.
 
         Returns:
             A `PlanResult`; `first_action` is the action to execute, `goal_index` the sub-goal
             aimed at, `observed_energy` the latest frame's distance to that sub-goal.
+
+        Raises:
+            PlanInputError: a wrong shape, dtype or value range, or a NaN or inf, in any input.
         """
         start = time.perf_counter()
         frames = check_frames(frames)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from keras import ops
@@ -91,14 +91,16 @@ def sample_candidates(mean, std, noise, low, high, l1_radius=None, ball_mask=Non
     projection only shrinks magnitudes); `CEMPlanner` checks that.
 
     Args:
-        mean: `(H, A)`; std: `(H, A)`; noise: `(B, H, A)` standard normal.
+        mean: `(H, A)`, or any shape that broadcasts against `noise` (the planner passes
+            `(B, 1, H, A)` for `B` problems); std: the same.
+        noise: `(S, H, A)` (or `(B, S, H, A)`) standard normal.
         low, high: `(A,)` bounds.
         l1_radius: optional per-step L1 radius; ball_mask: optional `(A,)` 0/1 dims mask.
 
     Returns:
-        `(B, H, A)` candidates.
+        Candidates shaped like `noise`.
     """
-    cand = mean[None] + std[None] * noise
+    cand = mean + std * noise
     cand = ops.minimum(ops.maximum(cand, low), high)
     if l1_radius is not None:
         cand = project_l1_ball(cand, l1_radius, ball_mask)
@@ -204,8 +206,8 @@ class CEMPlanner:
 
         self._step = compile_function(self._iteration, config.jit_compile)
         self._evaluate = compile_function(self._evaluate_actions, config.jit_compile)
-        self._rng = np.random.default_rng(config.seed)
-        self._previous = None
+        self._compiled_search = compile_function(self._search, config.jit_compile)
+        self._row = CEMRow(np.random.default_rng(config.seed))
 
     def _check_bounds(self, action_low, action_high):
         dim = getattr(self.world_model, "action_dim", None)
@@ -228,31 +230,47 @@ class CEMPlanner:
         return low.astype("float32"), high.astype("float32")
 
     # -- compiled pieces -------------------------------------------------------------------
+    # Shapes: B problems (robots, episodes) planned together, S samples, H steps, A dims.
 
     def _scores(self, actions, z_context, states, context_actions, goal):
-        z_pred = self.world_model.rollout(z_context, states, actions, context_actions)
-        energy = self._energy(z_pred, goal)
+        """Energies `(B, M)` of candidates `(B, M, H, A)`, each row against its own context and
+        goal. One problem shares its context across candidates (the rollout broadcasts it);
+        several are flattened into one rollout batch of `B * M`."""
+        batch, count = actions.shape[0], actions.shape[1]
+        flat = ops.reshape(actions, (batch * count,) + tuple(actions.shape[2:]))
+        if batch > 1:
+            z_context, states, goal = (ops.repeat(x, count, axis=0)
+                                       for x in (z_context, states, goal))
+            if context_actions is not None:
+                context_actions = ops.repeat(context_actions, count, axis=0)
+        z_pred = self.world_model.rollout(z_context, states, flat, context_actions)
+        energy = ops.reshape(self._energy(z_pred, goal), (batch, count))
         # A NaN energy must never win the top-k.
         return ops.where(ops.isnan(energy), ops.full_like(energy, np.inf), energy)
 
     def _iteration(self, mean, std, noise, z_context, states, context_actions, goal):
+        """One CEM iteration for every problem: `mean`, `std` `(B, H, A)`, `noise`
+        `(B, S, H, A)`; returns the refitted mean and std, each problem's best and mean elite
+        energy, its best candidate, and the candidates."""
         cfg = self.config
         low = ops.convert_to_tensor(self._low)
         high = ops.convert_to_tensor(self._high)
         mask = None if self._mask is None else ops.convert_to_tensor(self._mask)
-        cand = sample_candidates(mean, std, noise, low, high, cfg.l1_radius, mask)
+        cand = sample_candidates(mean[:, None], std[:, None], noise, low, high, cfg.l1_radius,
+                                 mask)
         if self._binary is None:
             energy = self._scores(cand, z_context, states, context_actions, goal)
         else:
             cand, energy = self._paired_binary(cand, mean, noise, low, high, z_context, states,
                                                context_actions, goal)
         _, idx = ops.top_k(-energy, cfg.elites)
-        elites = ops.take(cand, idx, axis=0)
-        elite_energy = ops.take(energy, idx, axis=0)
-        new_mean = cfg.momentum_mean * mean + (1.0 - cfg.momentum_mean) * ops.mean(elites, axis=0)
-        new_std = cfg.momentum_std * std + (1.0 - cfg.momentum_std) * ops.std(elites, axis=0)
+        elites = ops.take_along_axis(cand, idx[:, :, None, None], axis=1)
+        elite_energy = ops.take_along_axis(energy, idx, axis=1)
+        new_mean = cfg.momentum_mean * mean + (1.0 - cfg.momentum_mean) * ops.mean(elites, axis=1)
+        new_std = cfg.momentum_std * std + (1.0 - cfg.momentum_std) * ops.std(elites, axis=1)
         new_std = ops.maximum(new_std, ops.convert_to_tensor(self._min_std))
-        return new_mean, new_std, elite_energy[0], ops.mean(elite_energy), elites[0], cand
+        return (new_mean, new_std, elite_energy[:, 0], ops.mean(elite_energy, axis=1),
+                elites[:, 0], cand)
 
     def _paired_binary(self, cand, mean, noise, low, high, z_context, states, context_actions,
                        goal):
@@ -263,35 +281,61 @@ class CEMPlanner:
         p = (mean - low) / span
         # The Gaussian noise on the binary dims, through the normal CDF, is a uniform draw.
         uniform = 0.5 * (1.0 + ops.erf(noise / np.sqrt(2.0)))
-        draw = ops.cast(uniform < p[None], cand.dtype)
+        draw = ops.cast(uniform < p[:, None], cand.dtype)
         first = ops.where(binary, low + draw * span, cand)
         second = ops.where(binary, high - draw * span, cand)
-        energy = self._scores(ops.concatenate([first, second], axis=0), z_context, states,
+        energy = self._scores(ops.concatenate([first, second], axis=1), z_context, states,
                               context_actions, goal)
-        count = cand.shape[0]
-        e_first, e_second = energy[:count], energy[count:]
+        count = cand.shape[1]
+        e_first, e_second = energy[:, :count], energy[:, count:]
         take_second = e_second < e_first
-        chosen = ops.where(take_second[:, None, None], second, first)
+        chosen = ops.where(take_second[:, :, None, None], second, first)
         return chosen, ops.minimum(e_first, e_second)
+
+    def _search(self, mean, std, noise, z_context, states, context_actions, goal):
+        """Every CEM iteration in one compiled loop, then the energy of the final mean: one
+        call and one host sync per plan. `noise` is `(I, B, S, H, A)`."""
+        iterations = self.config.iterations
+        batch = mean.shape[0]
+
+        def body(i, carry):
+            mean, std, best, elite, best_e, best_a = carry
+            mean, std, e_best, e_mean, a_best, _ = self._iteration(
+                mean, std, ops.take(noise, i, axis=0), z_context, states, context_actions, goal)
+            slot = ops.one_hot(i, iterations, dtype="float32")[None]
+            better = e_best < best_e
+            return (mean, std, best + e_best[:, None] * slot, elite + e_mean[:, None] * slot,
+                    ops.where(better, e_best, best_e),
+                    ops.where(better[:, None, None], a_best, best_a))
+
+        traces = ops.zeros((batch, iterations), "float32")
+        carry = (mean, std, traces, traces, ops.full((batch,), np.inf, "float32"),
+                 ops.zeros_like(mean))
+        mean, _, best, elite, best_e, best_a = ops.fori_loop(0, iterations, body, carry)
+        mean_energy = self._scores(mean[:, None], z_context, states, context_actions, goal)
+        return mean, best, elite, best_e, best_a, mean_energy[:, 0]
 
     def _evaluate_actions(self, actions, z_context, states, context_actions, goal):
         return self._scores(actions, z_context, states, context_actions, goal)
 
     # -- public ----------------------------------------------------------------------------
 
+    def new_row(self, seed: int | None = None) -> "CEMRow":
+        """The search state of one more problem (its noise generator and warm start), for
+        `plan_batch`; `seed` `None` uses `config.seed`."""
+        return CEMRow(np.random.default_rng(self.config.seed if seed is None else seed))
+
     def reset(self, seed: int | None = None):
         """Forgets the warm start; with `seed`, also re-seeds the noise generator."""
-        self._previous = None
-        if seed is not None:
-            self._rng = np.random.default_rng(seed)
+        self._row.reset(seed)
 
-    def initial_mean(self) -> np.ndarray:
+    def initial_mean(self, row: "CEMRow | None" = None) -> np.ndarray:
         """The mean the next plan starts from `(H, A)`: the previous plan shifted by one step
         when warm-starting, else the middle of the bounds."""
+        prev = (self._row if row is None else row).previous
         horizon = self.config.horizon
-        if not self.config.warm_start or self._previous is None:
+        if not self.config.warm_start or prev is None:
             return np.broadcast_to(self._mid, (horizon, self.action_dim)).copy()
-        prev = self._previous
         fill = prev[-1:] if self.config.warm_start_fill == "repeat" else self._mid[None]
         return np.concatenate([prev[1:], fill], axis=0).astype("float32")
 
@@ -304,66 +348,119 @@ class CEMPlanner:
             states: `(Tc, S)` or `(1, Tc, S)` their proprio states.
             goal_z: `(N, D)` or `(1, N, D)` goal latent.
             context_actions: `(Tc - 1, A)` or `(1, Tc - 1, A)` actions between context frames.
-            keep_candidates: also return every sampled candidate (for inspection and tests).
+            keep_candidates: also return every sampled candidate (for inspection and tests;
+                runs the iterations one call at a time).
 
         Returns:
             A `PlanResult`.
         """
+        inputs = (_batched(z_context, 4, "z_context"), _batched(states, 3, "states"),
+                  None if context_actions is None
+                  else _batched(context_actions, 3, "context_actions"),
+                  _batched(goal_z, 3, "goal_z"))
+        if keep_candidates:
+            return self._plan_stepwise(*inputs)
+        return self.plan_batch(*inputs, rows=[self._row])[0]
+
+    def plan_batch(self, z_context, states, context_actions, goal_z,
+                   rows: Sequence["CEMRow"]) -> list[PlanResult]:
+        """Plans `B` problems in one compiled call.
+
+        Args:
+            z_context: `(B, Tc, N, D)`; states: `(B, Tc, S)`; context_actions:
+                `(B, Tc - 1, A)` or `None`; goal_z: `(B, N, D)`.
+            rows: `B` search states (`new_row`), one per problem: each keeps its own noise
+                generator and warm start, so a problem's plan does not depend on what it is
+                batched with (up to float rounding).
+
+        Returns:
+            One `PlanResult` per problem.
+        """
         start = time.perf_counter()
         cfg = self.config
-        z_context = _batched(z_context, 4, "z_context")
-        states = _batched(states, 3, "states")
-        goal_z = _batched(goal_z, 3, "goal_z")
-        if context_actions is not None:
-            context_actions = _batched(context_actions, 3, "context_actions")
-        mean = ops.convert_to_tensor(self.initial_mean(), "float32")
-        std = ops.convert_to_tensor(np.asarray(self._init_std, "float32"))
-        noise = self._rng.standard_normal(
+        if len(rows) != z_context.shape[0]:
+            raise ValueError(f"rows must hold one search state per problem; received "
+                             f"{len(rows)} for a batch of {z_context.shape[0]}")
+        mean = np.stack([self.initial_mean(row) for row in rows]).astype("float32")
+        std = np.broadcast_to(np.asarray(self._init_std, "float32"), mean.shape)
+        noise = np.stack([row.rng.standard_normal(
             (cfg.iterations, cfg.samples, cfg.horizon, self.action_dim)).astype("float32")
+            for row in rows], axis=1)
+        out = [ops.convert_to_numpy(x) for x in self._compiled_search(
+            ops.convert_to_tensor(mean), ops.convert_to_tensor(np.ascontiguousarray(std)),
+            ops.convert_to_tensor(noise), z_context, states, context_actions, goal_z)]
+        mean, best, elite, best_e, best_a, mean_e = out
+        seconds = time.perf_counter() - start
+        results = []
+        for b, row in enumerate(rows):
+            use_best = cfg.return_best and np.isfinite(best_e[b])
+            actions = np.asarray(best_a[b] if use_best else mean[b], "float32")
+            row.previous = actions.copy()
+            results.append(PlanResult(
+                actions=actions, first_action=actions[0].copy(),
+                energy=float(best_e[b] if use_best else mean_e[b]),
+                energy_trace={"best": best[b].astype("float32"),
+                              "elite_mean": elite[b].astype("float32")},
+                timings={"encode": 0.0, "iterations": seconds,
+                         "per_iteration": (seconds / cfg.iterations,) * cfg.iterations,
+                         "evaluate": 0.0, "total": seconds}))
+        return results
 
+    def _plan_stepwise(self, z_context, states, context_actions, goal_z) -> PlanResult:
+        """One problem, one compiled call per iteration, keeping every candidate."""
+        start = time.perf_counter()
+        cfg, row = self.config, self._row
+        mean = ops.convert_to_tensor(self.initial_mean()[None], "float32")
+        std = ops.convert_to_tensor(np.asarray(self._init_std, "float32")[None])
+        noise = row.rng.standard_normal(
+            (cfg.iterations, cfg.samples, cfg.horizon, self.action_dim)).astype("float32")
         best, elite_mean, per_iteration, kept = [], [], [], []
         best_energy, best_actions = np.inf, None
         for i in range(cfg.iterations):
             t0 = time.perf_counter()
             mean, std, e_best, e_mean, a_best, cand = self._step(
-                mean, std, ops.convert_to_tensor(noise[i]), z_context, states, context_actions,
-                goal_z)
-            e_best = float(ops.convert_to_numpy(e_best))
+                mean, std, ops.convert_to_tensor(noise[i][None]), z_context, states,
+                context_actions, goal_z)
+            e_best = float(ops.convert_to_numpy(e_best)[0])
             per_iteration.append(time.perf_counter() - t0)
             best.append(e_best)
-            elite_mean.append(float(ops.convert_to_numpy(e_mean)))
+            elite_mean.append(float(ops.convert_to_numpy(e_mean)[0]))
             if e_best < best_energy:
-                best_energy, best_actions = e_best, a_best
-            if keep_candidates:
-                kept.append(ops.convert_to_numpy(cand))
-
+                best_energy, best_actions = e_best, ops.convert_to_numpy(a_best)[0]
+            kept.append(ops.convert_to_numpy(cand)[0])
         t0 = time.perf_counter()
         if cfg.return_best and best_actions is not None:
-            actions = np.asarray(ops.convert_to_numpy(best_actions), "float32")
-            energy = best_energy
+            actions, energy = np.asarray(best_actions, "float32"), best_energy
         else:
-            actions = np.asarray(ops.convert_to_numpy(mean), "float32")
+            actions = np.asarray(ops.convert_to_numpy(mean)[0], "float32")
             energy = float(ops.convert_to_numpy(self._evaluate(
-                ops.convert_to_tensor(actions[None]), z_context, states, context_actions,
-                goal_z))[0])
-        evaluate_seconds = time.perf_counter() - t0
-        self._previous = actions.copy()
-        timings = {
-            "encode": 0.0,
-            "iterations": float(sum(per_iteration)),
-            "per_iteration": tuple(per_iteration),
-            "evaluate": evaluate_seconds,
-            "total": time.perf_counter() - start,
-        }
+                ops.convert_to_tensor(actions[None, None]), z_context, states,
+                context_actions, goal_z))[0, 0])
+        row.previous = actions.copy()
         return PlanResult(
-            actions=actions,
-            first_action=actions[0].copy(),
-            energy=energy,
+            actions=actions, first_action=actions[0].copy(), energy=energy,
             energy_trace={"best": np.asarray(best, "float32"),
                           "elite_mean": np.asarray(elite_mean, "float32")},
-            timings=timings,
-            candidates=np.stack(kept) if keep_candidates else None,
-        )
+            timings={"encode": 0.0, "iterations": float(sum(per_iteration)),
+                     "per_iteration": tuple(per_iteration),
+                     "evaluate": time.perf_counter() - t0,
+                     "total": time.perf_counter() - start},
+            candidates=np.stack(kept))
+
+
+@dataclasses.dataclass
+class CEMRow:
+    """The search state one problem keeps between plans: its noise generator and the previous
+    plan (the warm start)."""
+
+    rng: np.random.Generator
+    previous: np.ndarray | None = None
+
+    def reset(self, seed: int | None = None) -> None:
+        """Forgets the warm start; with `seed`, also re-seeds the noise generator."""
+        self.previous = None
+        if seed is not None:
+            self.rng = np.random.default_rng(seed)
 
 
 def _batched(x, rank, name):

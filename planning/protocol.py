@@ -41,6 +41,9 @@ class WorldModel(Protocol):
     - `state_dim` (int): `S`; the `Planner` API checks states against it.
     - `conventions` (dict): free-form facts the caller must respect, e.g.
       `{"frame_dtype": "uint8", "action": "delta xyz (m), delta euler (rad), delta gripper"}`.
+    - `traceable_encode` (bool): `encode` uses `keras.ops` only, like `rollout`, so the
+      `Planner` compiles it (one call instead of one dispatch per op: 8 ms instead of 80 ms for
+      the shipped model's 64 px frame on 2 CPU cores).
     """
 
     def encode(self, frames: Any) -> Any:

@@ -206,6 +206,9 @@ class WorldModel:
     ```
     """
 
+    # `encode` is keras.ops only, so planners may compile it (planning.WorldModel).
+    traceable_encode = True
+
     def __init__(self, encoder, predictor, conventions):
         if not isinstance(conventions, WorldModelConventions):
             conventions = WorldModelConventions.from_json(dict(conventions))
