@@ -271,3 +271,17 @@ def test_a_failed_conversion_leaves_no_folder_and_overwrite_replaces(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ac"]
     assert sorted(p.name for p in (tmp_path / "ac").iterdir()) == [
         "ac_predictor", "conventions.json", "conversion.json", "encoder"]
+
+
+def test_the_convert_command_writes_the_folders_and_errors_in_one_line(tmp_path, capsys):
+    from vjepa2.cli import main
+
+    source = str(FIXTURE / "pretrain.pt")
+    assert main(["convert", source, "--out", str(tmp_path / "ok"), "--encoder-heads", "2",
+                 "--predictor-heads", "2"]) == 0
+    assert {p.name for p in (tmp_path / "ok").iterdir()} >= {
+        "encoder", "target_encoder", "predictor", "conversion.json"}
+    capsys.readouterr()
+    assert main(["convert", source, "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "matches no released size" in err

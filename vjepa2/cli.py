@@ -135,6 +135,22 @@ def _cmd_calibrate_stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from vjepa2.convert import convert_checkpoint
+
+    summary = convert_checkpoint(args.checkpoint, args.out, args.preset,
+                                 encoder_heads=args.encoder_heads,
+                                 predictor_heads=args.predictor_heads,
+                                 image_size=args.image_size, overwrite=args.overwrite)
+    for folder, model in summary["models"].items():
+        skipped = ", ".join(model["ignored_keys"]) or "none"
+        print(f"{Path(args.out) / folder}: {model['params']:,} parameters (skipped keys: "
+              f"{skipped})")
+    print(f"converted {args.checkpoint} ({summary['preset'] or 'custom size'}); summary in "
+          f"{Path(args.out) / 'conversion.json'}")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from vjepa2.app.demo import DemoScale, run_demo
 
@@ -285,6 +301,30 @@ def _demo_parser(sub) -> None:
     p.set_defaults(func=_cmd_demo)
 
 
+def _convert_parser(sub) -> None:
+    p = sub.add_parser(
+        "convert", help="a reference V-JEPA 2 / V-JEPA 2-AC PyTorch checkpoint -> preset folders",
+        description="Convert Meta's released .pt files (or the reference's training "
+        "checkpoints) into this project's preset folders without PyTorch: encoder, target "
+        "encoder, pretraining predictor, or an AC world-model run folder (Planner.from_run). "
+        "Missing, unexpected or mis-shaped keys are errors, never skipped (docs/convert.md).")
+    p.add_argument("checkpoint", help="the .pt file")
+    p.add_argument("--out", required=True, help="output folder (new or empty)")
+    p.add_argument("--preset", default=None,
+                   help="the released preset the file must match (default: found from the "
+                   "shapes): vjepa2-vitl-256, vjepa2-vith-256, vjepa2-vitg-256, vjepa2-vitg-384, "
+                   "vjepa2-ac-vitg-256")
+    p.add_argument("--encoder-heads", type=_positive_int, default=None,
+                   help="attention heads of the encoder, for a file of another size")
+    p.add_argument("--predictor-heads", type=_positive_int, default=None,
+                   help="attention heads of the predictor, for a file of another size")
+    p.add_argument("--image-size", type=_positive_int, default=None,
+                   help="frame size of a converted AC world model (default: the preset's)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the model folders of an existing --out")
+    p.set_defaults(func=_cmd_convert)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vjepa2",
@@ -296,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     _training_parsers(sub)
     _evaluate_parser(sub)
     _demo_parser(sub)
+    _convert_parser(sub)
     return parser
 
 
