@@ -82,6 +82,18 @@ class PlannerPreset:
             raise PresetError("early_advance must be true or false; received "
                               f"early_advance={self.early_advance!r}")
 
+    @classmethod
+    def reference(cls, metres_per_unit: float = 1.0, **changes) -> "PlannerPreset":
+        """The V-JEPA 2-AC paper's planner: CEM with 800 samples, 10 iterations, top-10,
+        horizon 1, each step's xyz move in an L1 ball of 0.075 m; no gripper rule, no stop
+        rule. `metres_per_unit`: metres per action unit on the xyz dims (1 for DROID's
+        metre-valued actions, as a converted V-JEPA 2-AC model plans; 0.05 for Fetch)."""
+        values = dict(cem=CEMConfig.reference(l1_radius=0.075 / metres_per_unit),
+                      stop_energy=None, description="the V-JEPA 2-AC paper's planner: "
+                      "800 x 10 x H1, L1 ball 0.075 m")
+        values.update(changes)
+        return cls(**values)
+
     # ------------------------------------------------------------------------ as data
 
     def to_dict(self) -> dict:

@@ -61,3 +61,13 @@ def test_unknown_keys_in_a_saved_preset_raise():
         PlannerPreset.from_dict({**data, "horizon": 2})
     with pytest.raises(PresetError, match="unknown cem key.* sample"):
         PlannerPreset.from_dict({**data, "cem": {"sample": 3}})
+
+
+def test_the_reference_preset_states_the_papers_planner_in_the_given_units():
+    droid = PlannerPreset.reference()
+    assert (droid.cem.samples, droid.cem.iterations, droid.cem.elites, droid.cem.horizon) == (
+        800, 10, 10, 1)
+    assert droid.cem.l1_radius == 0.075 and droid.cem.ball_dims == (0, 1, 2)
+    assert droid.gripper is None and droid.stop_energy is None
+    fetch = PlannerPreset.reference(metres_per_unit=0.05)
+    assert fetch.cem.l1_radius == pytest.approx(1.5)

@@ -70,9 +70,7 @@ def _shared(task: str) -> dict[str, PlannerPreset]:
         "reference_method": PlannerPreset(
             goals=goals, description="the reference's goal images, Gaussian gripper, no "
             "controller rule; CPU budget"),
-        "reference": PlannerPreset(
-            cem=CEMConfig.reference(l1_radius=metres(0.075)), goals=goals,
-            description="the V-JEPA 2-AC paper's planner: 800 x 10 x H1, L1 ball 0.075 m"),
+        "reference": PlannerPreset.reference(STEP_METRES, goals=goals, stop_energy="model"),
         "notebook": PlannerPreset(
             cem=notebook, goals=goals,
             description="the public V-JEPA 2-AC notebook's planner: 400 x 10 x H2"),
