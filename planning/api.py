@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import hashlib
+import threading
 import time
 from typing import Any, Sequence
 
@@ -16,7 +17,7 @@ import numpy as np
 from keras import ops
 
 from planning._compile import compile_function
-from planning.cem import CEMConfig, CEMPlanner, PlanResult
+from planning.cem import CEMConfig, CEMPlanner, CEMRow, PlanResult
 from planning.energy import EnergyConfig, latent_distance
 from planning.schedule import SubgoalSchedule
 from vjepa2.errors import UsageError
@@ -195,9 +196,8 @@ class Planner:
         self.distance_kind = energy_config.kind if energy_config is not None else "l1"
         self._goal_cache: collections.OrderedDict = collections.OrderedDict()
         self._goal_cache_size = int(goal_cache_size)
-        self._list_schedule: SubgoalSchedule | None = None
-        self._list_key = None
-        self._goal_key = None
+        self._goal_lock = threading.Lock()
+        self._session = PlanSession(self.cem._row)
 
     @classmethod
     def from_run(cls, run_dir, action_space=None, *, config: CEMConfig | None = None,
@@ -221,10 +221,12 @@ class Planner:
 
     def reset(self, seed: int | None = None):
         """Starts a new episode: forgets the warm start and any sub-goal progress."""
-        self.cem.reset(seed)
-        self._list_schedule = None
-        self._list_key = None
-        self._goal_key = None
+        self._session.reset(seed)
+
+    def new_session(self, seed: int | None = None) -> "PlanSession":
+        """The per-problem state of one more robot or episode planned with this planner (its
+        noise generator, warm start and sub-goal progress), for `plan_batch`."""
+        return PlanSession(self.cem.new_row(seed))
 
     def encode(self, frames):
         """Encodes frames `(T, H, W, 3)` or `(H, W, 3)` into latents `(T, N, D)` (a tensor)."""
@@ -238,16 +240,19 @@ class Planner:
         return z[0]
 
     def encode_goal(self, goal, frame_hw: tuple[int, int] | None = None):
-        """Encodes one goal image `(H, W, 3)` into `(N, D)`, from the cache when seen before."""
+        """Encodes one goal image `(H, W, 3)` into `(N, D)`, from the cache when seen before
+        (the cache is shared by every session and safe to use from several threads)."""
         goal = check_goal(goal, frame_hw)
         key = _image_key(goal)
-        if key in self._goal_cache:
-            self._goal_cache.move_to_end(key)
-            return self._goal_cache[key]
+        with self._goal_lock:
+            if key in self._goal_cache:
+                self._goal_cache.move_to_end(key)
+                return self._goal_cache[key]
         z = self.encode(goal)[0]
-        self._goal_cache[key] = z
-        while len(self._goal_cache) > self._goal_cache_size:
-            self._goal_cache.popitem(last=False)
+        with self._goal_lock:
+            self._goal_cache[key] = z
+            while len(self._goal_cache) > self._goal_cache_size:
+                self._goal_cache.popitem(last=False)
         return z
 
     def env_actions(self, action) -> np.ndarray:
@@ -274,7 +279,8 @@ class Planner:
         return np.repeat(per_step[None], stride, axis=0)
 
     def plan(self, frames, state, goal, *, context_actions=None,
-             budgets: Sequence[int] | None = None) -> PlanResult:
+             budgets: Sequence[int] | None = None,
+             session: "PlanSession | None" = None) -> PlanResult:
         """Plans from raw observations.
 
         Args:
@@ -285,6 +291,8 @@ class Planner:
                 of sub-goal images with `budgets`; or a `SubgoalSchedule`.
             context_actions: `(T - 1, A)` actions taken between the context frames.
             budgets: re-plans per sub-goal, when `goal` is a list.
+            session: whose warm start and noise to use (`new_session`); default: the
+                planner's own.
 
         Returns:
             A `PlanResult`; `first_action` is the action to execute, `goal_index` the sub-goal
@@ -299,25 +307,43 @@ class Planner:
         context_actions = check_context_actions(context_actions, frames.shape[0],
                                                 self.action_dim)
         z = self.encode(frames)
-        return self._plan(z, states, goal, context_actions, budgets, frames.shape[1:3],
-                          time.perf_counter() - start, start)
+        request = PlanRequest(z, states, goal, context_actions, budgets, frames.shape[1:3],
+                              session)
+        return self._plan_requests([request], time.perf_counter() - start, start)[0]
 
     def plan_encoded(self, z_context, states, goal, *, context_actions=None,
                      budgets: Sequence[int] | None = None,
-                     frame_hw: tuple[int, int] | None = None) -> PlanResult:
+                     frame_hw: tuple[int, int] | None = None,
+                     session: "PlanSession | None" = None) -> PlanResult:
         """Like `plan`, from context latents `(T, N, D)` already encoded with `encode`.
 
         `frame_hw` (the frames' height and width) lets the goal image's size be checked.
         """
-        start = time.perf_counter()
+        return self.plan_batch([self.request(z_context, states, goal,
+                                             context_actions=context_actions, budgets=budgets,
+                                             frame_hw=frame_hw, session=session)])[0]
+
+    def request(self, z_context, states, goal, *, context_actions=None,
+                budgets: Sequence[int] | None = None, frame_hw: tuple[int, int] | None = None,
+                session: "PlanSession | None" = None) -> "PlanRequest":
+        """A checked plan request from encoded observations, for `plan_batch`."""
         z = ops.convert_to_tensor(z_context, "float32")
         if len(z.shape) != 3:
             raise PlanInputError(f"z_context must be (T, N, D); received shape {tuple(z.shape)}")
         states = check_state(states, z.shape[0], self.state_dim)
         context_actions = check_context_actions(context_actions, z.shape[0], self.action_dim)
-        return self._plan(z, states, goal, context_actions, budgets, frame_hw, 0.0, start)
+        return PlanRequest(z, states, goal, context_actions, budgets, frame_hw, session)
 
-    def _schedule_for(self, goal, budgets):
+    def plan_batch(self, requests: Sequence["PlanRequest"]) -> list[PlanResult]:
+        """Plans several problems (robots, episodes) in one compiled call.
+
+        Each request carries its own `session` (`new_session`: noise generator, warm start,
+        sub-goal progress), so a problem is planned as it would be alone (up to float
+        rounding). Requests must share the context length.
+        """
+        return self._plan_requests(list(requests), 0.0, time.perf_counter())
+
+    def _schedule_for(self, goal, budgets, session):
         if isinstance(goal, SubgoalSchedule):
             return goal
         if isinstance(goal, (list, tuple)):
@@ -326,40 +352,92 @@ class Planner:
                                      "(re-plans per sub-goal)")
             images = [check_goal(g) for g in goal]
             key = (tuple(_image_key(g) for g in images), tuple(budgets))
-            if key != self._list_key:
-                self._list_schedule = SubgoalSchedule(images, budgets)
-                self._list_key = key
-            return self._list_schedule
+            if key != session.list_key:
+                session.list_schedule = SubgoalSchedule(images, budgets)
+                session.list_key = key
+            return session.list_schedule
         if budgets is not None:
             raise PlanInputError("budgets apply only to a list of sub-goal images; received a "
                                  "single goal")
         return None
 
-    def _plan(self, z, states, goal, context_actions, budgets, frame_hw, encode_seconds, start):
-        schedule = self._schedule_for(goal, budgets)
-        t0 = time.perf_counter()
-        current = z[-1]
+    def _target(self, request: "PlanRequest"):
+        """The request's current goal latent, sub-goal index, schedule and observed distance;
+        a new goal drops the session's warm start (the previous plan is a poor start)."""
+        session = request.session
+        schedule = self._schedule_for(request.goal, request.budgets, session)
+        current = request.z[-1]
         if schedule is None:
-            goal_image, goal_z = goal, self.encode_goal(goal, frame_hw)
+            goal_image = request.goal
+            goal_z = self.encode_goal(goal_image, request.frame_hw)
             observed = latent_distance(current, goal_z, self.distance_kind)
         else:
             while True:
                 goal_image = schedule.goal
-                goal_z = self.encode_goal(goal_image, frame_hw)
+                goal_z = self.encode_goal(goal_image, request.frame_hw)
                 observed = latent_distance(current, goal_z, self.distance_kind)
                 if not schedule.observe(observed):
                     break
-        encode_seconds += time.perf_counter() - t0
-        # A new goal makes the previous plan a poor start: drop the warm start.
         key = _image_key(np.asarray(goal_image))
-        if key != self._goal_key:
-            self.cem.reset()
-            self._goal_key = key
-        index = 0 if schedule is None else schedule.index
-        result = self.cem.plan(z, states, goal_z, context_actions)
-        if schedule is not None:
-            schedule.step()
-        timings = dict(result.timings, encode=encode_seconds,
-                       total=time.perf_counter() - start)
-        return dataclasses.replace(result, timings=timings, goal_index=index,
-                                   observed_energy=observed)
+        if key != session.goal_key:
+            session.row.reset()
+            session.goal_key = key
+        return goal_z, (0 if schedule is None else schedule.index), schedule, observed
+
+    def _plan_requests(self, requests, encode_seconds, start):
+        for request in requests:
+            if request.session is None:
+                request.session = self._session
+        steps = {int(r.z.shape[0]) for r in requests}
+        if len(steps) != 1:
+            raise PlanInputError(f"batched requests must share the context length; received "
+                                 f"{sorted(steps)}")
+        t0 = time.perf_counter()
+        targets = [self._target(r) for r in requests]
+        encode_seconds += time.perf_counter() - t0
+        stack = ops.stack
+        context = None if requests[0].context_actions is None else ops.convert_to_tensor(
+            np.stack([r.context_actions for r in requests]))
+        results = self.cem.plan_batch(
+            stack([r.z for r in requests]), ops.convert_to_tensor(np.stack(
+                [r.states for r in requests])), context, stack([t[0] for t in targets]),
+            [r.session.row for r in requests])
+        out = []
+        for result, (_, index, schedule, observed) in zip(results, targets):
+            if schedule is not None:
+                schedule.step()
+            timings = dict(result.timings, encode=encode_seconds,
+                           total=time.perf_counter() - start)
+            out.append(dataclasses.replace(result, timings=timings, goal_index=index,
+                                           observed_energy=observed))
+        return out
+
+
+@dataclasses.dataclass
+class PlanSession:
+    """What one robot or episode keeps between plans: the CEM search state (noise generator,
+    warm start) and the progress through a list of sub-goal images."""
+
+    row: CEMRow
+    list_schedule: SubgoalSchedule | None = None
+    list_key: Any = None
+    goal_key: Any = None
+
+    def reset(self, seed: int | None = None) -> None:
+        self.row.reset(seed)
+        self.list_schedule = self.list_key = self.goal_key = None
+
+
+@dataclasses.dataclass
+class PlanRequest:
+    """One problem of a batched plan: checked context latents `(T, N, D)`, states `(T, S)`,
+    goal (image, list of images with `budgets`, or a `SubgoalSchedule`), context actions, and
+    the session it belongs to."""
+
+    z: Any
+    states: np.ndarray
+    goal: Any
+    context_actions: np.ndarray | None = None
+    budgets: Sequence[int] | None = None
+    frame_hw: tuple[int, int] | None = None
+    session: PlanSession | None = None

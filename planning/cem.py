@@ -206,7 +206,9 @@ class CEMPlanner:
 
         self._step = compile_function(self._iteration, config.jit_compile)
         self._evaluate = compile_function(self._evaluate_actions, config.jit_compile)
-        self._compiled_search = compile_function(self._search, config.jit_compile)
+        # One trace per batch size: the batch size is a Python int inside (`_scores`).
+        self._compiled_search = compile_function(self._search, config.jit_compile,
+                                                 exact_shapes=True)
         self._row = CEMRow(np.random.default_rng(config.seed))
 
     def _check_bounds(self, action_low, action_high):

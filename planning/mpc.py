@@ -184,9 +184,9 @@ class MPC:
                  context_frames: int = 1, stop_energy: float | None = None,
                  record_frames: bool = False, early_advance: bool = True,
                  gripper: GripperLatch | None = None, execute_stride: bool = True):
-        if not isinstance(planner, Planner):
-            raise TypeError(f"planner must be a planning.Planner; received "
-                            f"{type(planner).__name__}")
+        if not callable(getattr(planner, "plan_encoded", None)):
+            raise TypeError(f"planner must be a planning.Planner (or a client of a "
+                            f"BatchingPlanner); received {type(planner).__name__}")
         if context_frames < 1:
             raise ValueError(f"context_frames must be >= 1; received {context_frames}")
         if max_steps is not None and max_steps < 1:
