@@ -451,3 +451,25 @@ def test_plain_evaluate_reproduces_the_published_rows_first_actions(task, steps,
     results = json.loads((out / "results.json").read_text())
     assert results["planner"]["preset_name"] == "default"
     assert results["model"]["weights_sha256"] and results["model"]["path"].endswith("world_model")
+
+
+def test_parallel_evaluation_gives_the_sequential_records(tmp_path):
+    kwargs = dict(world_model=PixelModel(), preset="reference_method",
+                  overrides=["cem.samples=16", "cem.iterations=2"], max_steps=4, videos=1,
+                  image_size=SIZE, progress=False)
+    sequential = evaluate("reach", 3, tmp_path / "sequential", **kwargs)
+    parallel = evaluate("reach", 3, tmp_path / "parallel", parallel=2, **kwargs)
+    assert (parallel["successes"], parallel["episodes"]) == (sequential["successes"], 3)
+
+    def records(folder):
+        lines = (tmp_path / folder / "episodes.jsonl").read_text().splitlines()
+        return {r["seed"]: r for r in map(json.loads, lines)}
+
+    one, two = records("sequential"), records("parallel")
+    assert set(one) == set(two) == {1000, 1001, 1002}
+    for seed in one:
+        np.testing.assert_allclose(two[seed]["actions"], one[seed]["actions"], atol=1e-5)
+        assert two[seed]["distance"] == pytest.approx(one[seed]["distance"], abs=1e-4)
+    assert (tmp_path / "parallel" / "videos" / "episode-00001000.mp4").is_file()
+    with pytest.raises(UsageError, match="--parallel must be a positive integer; received 0"):
+        evaluate("reach", 3, tmp_path / "zero", parallel=0, **kwargs)

@@ -96,7 +96,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                        overrides=args.set or (), policy=args.policy, world_model=world_model,
                        model_path=folder, variation=args.variation, max_steps=args.max_steps,
                        videos=args.videos, seed=args.seed, image_size=args.image_size,
-                       noise=args.noise)
+                       noise=args.noise, parallel=args.parallel)
     return 0 if results["complete"] else 1
 
 
@@ -258,6 +258,9 @@ def _evaluate_parser(sub) -> None:
                    help="camera frame size in px (default 128; the model resizes frames)")
     p.add_argument("--noise", type=float, default=None,
                    help="the expert baseline's action noise (default: the policy's own)")
+    p.add_argument("--parallel", type=_positive_int, default=1,
+                   help="environments run at once (each in its own process), planned for in "
+                   "one batched call per step; same episodes and records as 1 (default: 1)")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("presets", help="list a task's planner presets",

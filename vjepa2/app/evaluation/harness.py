@@ -21,6 +21,7 @@ renderer and TensorFlow cannot share a process.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Sequence
 
@@ -29,6 +30,7 @@ import numpy as np
 from envs.policies import DEFAULT_NOISE, STEP_METRES
 from envs.tasks import MAX_EPISODE_STEPS, get_task
 from planning.api import Planner
+from planning.batching import BatchingPlanner
 from planning.preset import PlannerPreset
 from planning.remote_env import RemoteEnv
 from vjepa2.app.evaluation import report
@@ -50,7 +52,7 @@ def evaluate(task: str, episodes: int, out: str | os.PathLike, *,
              policy: str = "planner", world_model=None, model_path=None,
              variation: str = "heldout", max_steps: int | None = None, videos: int = 4,
              seed: int = 1000, image_size: int | None = None, noise: float | None = None,
-             progress: bool = True) -> dict:
+             parallel: int = 1, progress: bool = True) -> dict:
     """Runs (or continues) an evaluation and writes its outputs into `out`.
 
     Args:
@@ -72,6 +74,9 @@ def evaluate(task: str, episodes: int, out: str | os.PathLike, *,
         seed: base seed.
         image_size: camera frame size (default 128; the world model resizes frames).
         noise: the expert's action noise (default `envs.policies.DEFAULT_NOISE`).
+        parallel: environments run at once, each in its own process; the planner plans for
+            all of them in one batched call per step (`planning.BatchingPlanner`). Episodes
+            and their records are the same as with 1, up to float rounding.
         progress: print a line per episode and a summary.
 
     Returns:
@@ -83,6 +88,8 @@ def evaluate(task: str, episodes: int, out: str | os.PathLike, *,
     """
     spec, max_steps = _check_arguments(task, episodes, policy, variation, max_steps, videos,
                                        world_model, preset, overrides, noise)
+    if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
+        raise UsageError(f"--parallel must be a positive integer; received {parallel!r}")
     setting, settings = _settings(spec, policy, world_model, model_path, preset, overrides,
                                   variation, max_steps, seed, image_size, noise)
     store = ResultsStore(out, settings)
@@ -96,26 +103,13 @@ def evaluate(task: str, episodes: int, out: str | os.PathLike, *,
     finished = False
     bar = Progress(episodes, f"evaluate {task}/{variation}", "ep", initial=episodes - len(todo),
                    seconds=float("inf"), enabled=progress)
+    run = _Run(store, seeds, settings, setting, videos, bar, progress)
     try:
-        with bar, RemoteEnv(spec.env_id, modules=("envs",), **_env_kwargs(settings)) as env:
-            planner = None if setting is None else _make_planner(world_model, env, setting)
-            store.begin()
-            for n, (index, ep_seed) in enumerate(todo):
-                t0 = time.perf_counter()
-                if planner is not None:
-                    ep = run_planner_episode(env, planner, ep_seed, setting, index < videos)
-                else:
-                    ep = run_baseline_episode(env, policy, ep_seed, max_steps, index < videos)
-                record = episode_record(ep, index, setting.replans if setting else max_steps,
-                                        1 if planner is not None and n == 0 else 0,
-                                        time.perf_counter() - t0)
-                if index < videos:  # before the record, whose presence marks the episode done
-                    report.write_episode_video(store.video_path(ep_seed), ep, record)
-                store.add(record)
-                _write_results(store, seeds, settings, final=(n + 1) % SUMMARY_EVERY == 0)
-                if progress:
-                    bar.write(report.episode_line(record, len(store.records), episodes))
-                bar.update(1, successes=sum(r["success"] for r in store.finished(seeds)))
+        with bar:
+            if parallel > 1:
+                run.parallel(spec, world_model, todo, parallel)
+            else:
+                run.sequential(spec, world_model, todo)
         finished = True
     finally:
         # Interrupted or not, the results and plot describe every finished episode.
@@ -133,6 +127,94 @@ def _env_kwargs(settings: dict) -> dict:
         kwargs.update(child_policy="envs.policies:make_policy", child_policy_kwargs={
             "name": settings["task"], "noise": settings["baseline"]["noise"]})
     return kwargs
+
+
+class _Run:
+    """One run of the harness over the episodes still to do, alone or in parallel."""
+
+    def __init__(self, store, seeds, settings, setting, videos, bar, progress):
+        self.store, self.seeds, self.settings, self.setting = store, seeds, settings, setting
+        self.videos, self.bar, self.progress = videos, bar, progress
+        self.lock = threading.Lock()
+        self.finished = 0
+
+    def episode(self, env, planner, index: int, seed: int, warmup: bool) -> None:
+        """Runs one episode and stores its record (thread-safe)."""
+        t0 = time.perf_counter()
+        record_video = index < self.videos
+        if planner is not None:
+            ep = run_planner_episode(env, planner, seed, self.setting, record_video)
+        else:
+            ep = run_baseline_episode(env, self.settings["policy"], seed,
+                                      self.settings["max_steps"], record_video)
+        budget = self.setting.replans if self.setting else self.settings["max_steps"]
+        record = episode_record(ep, index, budget, 1 if warmup else 0, time.perf_counter() - t0)
+        if record_video:  # before the record, whose presence marks the episode done
+            report.write_episode_video(self.store.video_path(seed), ep, record)
+        with self.lock:
+            self.store.add(record)
+            self.finished += 1
+            _write_results(self.store, self.seeds, self.settings,
+                           final=self.finished % SUMMARY_EVERY == 0)
+            if self.progress:
+                self.bar.write(report.episode_line(record, len(self.store.records),
+                                                   len(self.seeds)))
+            self.bar.update(1, successes=sum(r["success"]
+                                             for r in self.store.finished(self.seeds)))
+
+    def sequential(self, spec, world_model, todo) -> None:
+        with RemoteEnv(spec.env_id, modules=("envs",), **_env_kwargs(self.settings)) as env:
+            planner = None if self.setting is None else _make_planner(world_model, env,
+                                                                      self.setting)
+            self.store.begin()
+            for n, (index, seed) in enumerate(todo):
+                self.episode(env, planner, index, seed, warmup=planner is not None and n == 0)
+
+    def parallel(self, spec, world_model, todo, workers: int) -> None:
+        """`workers` threads, each with its own env process, share one batching planner."""
+        queue = list(reversed(todo))
+        errors: list[BaseException] = []
+        workers = min(workers, len(todo))
+        envs, batching = [], None
+        try:
+            for _ in range(workers):
+                envs.append(RemoteEnv(spec.env_id, modules=("envs",),
+                                      **_env_kwargs(self.settings)))
+            if self.setting is not None:
+                batching = BatchingPlanner(_make_planner(world_model, envs[0], self.setting),
+                                           max_batch=workers, window_seconds=30.0)
+            self.store.begin()
+            clients = [None if batching is None else batching.client() for _ in envs]
+
+            def work(env, client):
+                first = True
+                try:
+                    while not errors:
+                        with self.lock:
+                            if not queue:
+                                return
+                            index, seed = queue.pop()
+                        self.episode(env, client, index, seed, warmup=first and client)
+                        first = False
+                except BaseException as error:  # re-raised in the main thread below
+                    errors.append(error)
+                finally:
+                    if client is not None:
+                        client.close()
+
+            threads = [threading.Thread(target=work, args=pair, daemon=True)
+                       for pair in zip(envs, clients)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            if errors:
+                raise errors[0]
+        finally:
+            if batching is not None:
+                batching.close()
+            for env in envs:
+                env.close()
 
 
 def _write_results(store: ResultsStore, seeds: list[int], settings: dict, final: bool) -> dict:
