@@ -8,16 +8,19 @@ training code or an environment package (`tests/test_architecture.py` checks it)
 >>> result = planner.plan(frame, state, goal_image)      # result.first_action
 >>> episode = MPC(planner, env, goal_image, max_steps=20).run(seed=0)
 """
-from planning.api import PlanInputError, Planner
+from planning.api import PlanInputError, Planner, PlanSession
+from planning.batching import BatchingPlanner
 from planning.cem import CEMConfig, CEMPlanner, PlanResult, project_l1_ball, sample_candidates
 from planning.energy import EnergyConfig, l1_energy, l2_energy, make_energy, step_distances
 from planning.mpc import MPC, GripperLatch, MPCResult
 from planning.preset import PlannerPreset, PresetError
 from planning.protocol import WorldModel
 from planning.remote_env import RemoteEnv, RemoteEnvError
+from planning.remote_planner import RemotePlanner, RemotePlannerError
 from planning.schedule import SubgoalSchedule
 
 __all__ = [
+    "BatchingPlanner",
     "CEMConfig",
     "CEMPlanner",
     "EnergyConfig",
@@ -26,11 +29,14 @@ __all__ = [
     "MPCResult",
     "PlanInputError",
     "PlanResult",
+    "PlanSession",
     "PlannerPreset",
     "PresetError",
     "Planner",
     "RemoteEnv",
     "RemoteEnvError",
+    "RemotePlanner",
+    "RemotePlannerError",
     "SubgoalSchedule",
     "WorldModel",
     "l1_energy",

@@ -151,6 +151,70 @@ def _image_key(arr: np.ndarray) -> tuple:
     return arr.shape, arr.dtype.str, hashlib.sha1(np.ascontiguousarray(arr).tobytes()).hexdigest()
 
 
+def split_env_actions(action, conventions: dict | None, action_dim: int) -> np.ndarray:
+    """`(s, A)` env actions for one planned action of a model with frame stride `s` (its
+    `conventions`): `action / s` on the delta dims, `action` on the others
+    (`Planner.env_actions`)."""
+    conventions = conventions or {}
+    stride = int(conventions.get("frame_stride", 1))
+    action = _array(action, "action").astype("float32").reshape(-1)
+    if action.shape[0] != action_dim:
+        raise PlanInputError(f"action must have {action_dim} values; received shape "
+                             f"{action.shape}")
+    _check_finite(action, "action")
+    per_step = action.copy()
+    delta = [int(d) for d in conventions.get("action_delta_dims", ())]
+    per_step[delta] /= stride
+    return np.repeat(per_step[None], stride, axis=0)
+
+
+def current_goal(goal, budgets, state, encode_goal, z_current, distance_kind: str,
+                 frame_hw=None):
+    """Which goal image a plan aims at now, advancing a sub-goal schedule on the way.
+
+    Args:
+        goal: one goal image, a list of sub-goal images (with `budgets`), or a
+            `SubgoalSchedule`.
+        budgets: re-plans per sub-goal of a list.
+        state: where a list's schedule is kept between calls (`list_schedule`, `list_key`).
+        encode_goal: `(image, frame_hw) -> (N, D)` latent.
+        z_current: `(N, D)` latent of the newest frame.
+        distance_kind: the energy's distance, for the observed distance to the goal.
+
+    Returns:
+        `(goal_image, goal_z, index, schedule or None, observed distance)`.
+    """
+    schedule = _schedule_for(goal, budgets, state)
+    if schedule is None:
+        goal_z = encode_goal(goal, frame_hw)
+        return goal, goal_z, 0, None, latent_distance(z_current, goal_z, distance_kind)
+    while True:
+        goal_image = schedule.goal
+        goal_z = encode_goal(goal_image, frame_hw)
+        observed = latent_distance(z_current, goal_z, distance_kind)
+        if not schedule.observe(observed):
+            return goal_image, goal_z, schedule.index, schedule, observed
+
+
+def _schedule_for(goal, budgets, state):
+    if isinstance(goal, SubgoalSchedule):
+        return goal
+    if isinstance(goal, (list, tuple)):
+        if budgets is None:
+            raise PlanInputError(f"a list of {len(goal)} sub-goal images needs budgets "
+                                 "(re-plans per sub-goal)")
+        images = [check_goal(g) for g in goal]
+        key = (tuple(_image_key(g) for g in images), tuple(budgets))
+        if key != state.list_key:
+            state.list_schedule = SubgoalSchedule(images, budgets)
+            state.list_key = key
+        return state.list_schedule
+    if budgets is not None:
+        raise PlanInputError("budgets apply only to a list of sub-goal images; received a "
+                             "single goal")
+    return None
+
+
 class Planner:
     """Plans actions towards goal images with a world model.
 
@@ -266,17 +330,8 @@ class Planner:
         Raises:
             PlanInputError: `action` has the wrong size or a NaN or inf (never sent to a robot).
         """
-        conventions = getattr(self.world_model, "conventions", None) or {}
-        stride = int(conventions.get("frame_stride", 1))
-        action = _array(action, "action").astype("float32").reshape(-1)
-        if action.shape[0] != self.action_dim:
-            raise PlanInputError(f"action must have {self.action_dim} values; received shape "
-                                 f"{action.shape}")
-        _check_finite(action, "action")
-        per_step = action.copy()
-        delta = [int(d) for d in conventions.get("action_delta_dims", ())]
-        per_step[delta] /= stride
-        return np.repeat(per_step[None], stride, axis=0)
+        return split_env_actions(action, getattr(self.world_model, "conventions", None),
+                                 self.action_dim)
 
     def plan(self, frames, state, goal, *, context_actions=None,
              budgets: Sequence[int] | None = None,
@@ -343,46 +398,18 @@ class Planner:
         """
         return self._plan_requests(list(requests), 0.0, time.perf_counter())
 
-    def _schedule_for(self, goal, budgets, session):
-        if isinstance(goal, SubgoalSchedule):
-            return goal
-        if isinstance(goal, (list, tuple)):
-            if budgets is None:
-                raise PlanInputError(f"a list of {len(goal)} sub-goal images needs budgets "
-                                     "(re-plans per sub-goal)")
-            images = [check_goal(g) for g in goal]
-            key = (tuple(_image_key(g) for g in images), tuple(budgets))
-            if key != session.list_key:
-                session.list_schedule = SubgoalSchedule(images, budgets)
-                session.list_key = key
-            return session.list_schedule
-        if budgets is not None:
-            raise PlanInputError("budgets apply only to a list of sub-goal images; received a "
-                                 "single goal")
-        return None
-
     def _target(self, request: "PlanRequest"):
         """The request's current goal latent, sub-goal index, schedule and observed distance;
         a new goal drops the session's warm start (the previous plan is a poor start)."""
         session = request.session
-        schedule = self._schedule_for(request.goal, request.budgets, session)
-        current = request.z[-1]
-        if schedule is None:
-            goal_image = request.goal
-            goal_z = self.encode_goal(goal_image, request.frame_hw)
-            observed = latent_distance(current, goal_z, self.distance_kind)
-        else:
-            while True:
-                goal_image = schedule.goal
-                goal_z = self.encode_goal(goal_image, request.frame_hw)
-                observed = latent_distance(current, goal_z, self.distance_kind)
-                if not schedule.observe(observed):
-                    break
+        goal_image, goal_z, index, schedule, observed = current_goal(
+            request.goal, request.budgets, session, self.encode_goal, request.z[-1],
+            self.distance_kind, request.frame_hw)
         key = _image_key(np.asarray(goal_image))
         if key != session.goal_key:
             session.row.reset()
             session.goal_key = key
-        return goal_z, (0 if schedule is None else schedule.index), schedule, observed
+        return goal_z, index, schedule, observed
 
     def _plan_requests(self, requests, encode_seconds, start):
         for request in requests:

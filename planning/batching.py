@@ -13,6 +13,7 @@ who it was batched with (up to float rounding).
 """
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from typing import Sequence
@@ -61,7 +62,8 @@ class BatchingPlanner:
         self._queue: list[_Pending] = []
         self._open = 0
         self._closed = False
-        self.rounds: list[int] = []  # batch size of every round, for reports
+        # Batch size of the latest rounds, for reports (bounded: a service runs for days).
+        self.rounds: collections.deque[int] = collections.deque(maxlen=10_000)
         self._thread = threading.Thread(target=self._serve, name="batching-planner", daemon=True)
         self._thread.start()
 
@@ -80,15 +82,24 @@ class BatchingPlanner:
             self._open -= 1
             self._cv.notify_all()
 
-    def submit(self, request: PlanRequest) -> PlanResult:
-        """Queues `request` and blocks until its round has planned it."""
+    def submit(self, request: PlanRequest, timeout: float | None = None) -> PlanResult:
+        """Queues `request` and blocks until its round has planned it.
+
+        Raises:
+            TimeoutError: no result within `timeout` seconds (a request still queued is
+                withdrawn; one already being planned finishes unseen).
+        """
         pending = _Pending(request)
         with self._cv:
             if self._closed:
                 raise RuntimeError("the batching planner is closed")
             self._queue.append(pending)
             self._cv.notify_all()
-        pending.done.wait()
+        if not pending.done.wait(timeout):
+            with self._cv:
+                if pending in self._queue:
+                    self._queue.remove(pending)
+            raise TimeoutError(f"no plan within {timeout} s")
         if pending.error is not None:
             raise pending.error
         return pending.result

@@ -86,17 +86,18 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.policy == "planner":
         resolve_preset(args.task, args.preset, args.set or ())
     world_model = folder = None
-    if args.policy == "planner":
+    if args.policy == "planner" and args.remote is None:
         from vjepa2.app.models import load_model
 
         world_model, folder = load_model(args.model or "shipped")
     elif args.model is not None:
-        raise UsageError(f"--policy {args.policy} takes no --model")
+        raise UsageError("--model and --remote exclude each other" if args.remote
+                         else f"--policy {args.policy} takes no --model")
     results = evaluate(args.task, args.episodes, args.out, preset=args.preset,
                        overrides=args.set or (), policy=args.policy, world_model=world_model,
                        model_path=folder, variation=args.variation, max_steps=args.max_steps,
                        videos=args.videos, seed=args.seed, image_size=args.image_size,
-                       noise=args.noise, parallel=args.parallel)
+                       noise=args.noise, parallel=args.parallel, remote=args.remote)
     return 0 if results["complete"] else 1
 
 
@@ -132,6 +133,15 @@ def _cmd_calibrate_stop(args: argparse.Namespace) -> int:
     print(f"stop_energy {result['stop_energy']:.4f} (precision {args.precision} within "
           f"{args.radius} m, recall {result['recall']:.2f}, {result['pairs']} pairs from "
           f"{result['episodes']} episodes) written to {path}")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from vjepa2.app.serve import serve_model
+
+    serve_model(args.model, args.task, args.preset, args.set or (), host=args.host,
+                port=args.port, max_batch=args.max_batch, window_ms=args.window_ms,
+                timeout=args.timeout)
     return 0
 
 
@@ -258,6 +268,8 @@ def _evaluate_parser(sub) -> None:
                    help="camera frame size in px (default 128; the model resizes frames)")
     p.add_argument("--noise", type=float, default=None,
                    help="the expert baseline's action noise (default: the policy's own)")
+    p.add_argument("--remote", default=None, metavar="URL",
+                   help="plan with a vjepa2 serve service at URL instead of loading --model")
     p.add_argument("--parallel", type=_positive_int, default=1,
                    help="environments run at once (each in its own process), planned for in "
                    "one batched call per step; same episodes and records as 1 (default: 1)")
@@ -304,6 +316,30 @@ def _demo_parser(sub) -> None:
     p.set_defaults(func=_cmd_demo)
 
 
+def _serve_parser(sub) -> None:
+    p = sub.add_parser(
+        "serve", help="the planner over HTTP for many robots or episodes, batching requests",
+        description="Serve a world model's planner over HTTP (JSON, schema at GET /schema): "
+        "sessions, goal images, encode and plan; concurrent plan requests are planned in one "
+        "batched call. Clients: planning.RemotePlanner, or vjepa2 evaluate --remote URL. "
+        "Ctrl-C or SIGTERM stop it after the requests in flight.")
+    p.add_argument("--model", default="shipped", help="world-model run folder (default: shipped)")
+    p.add_argument("--task", default="reach", help=f"whose preset sets the CEM search: {TASK_HELP}")
+    p.add_argument("--preset", default=None, help="a preset name of the task (default: default)")
+    p.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                   help="change one preset field, e.g. cem.samples=128 (repeatable)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: any free)")
+    p.add_argument("--max-batch", type=_positive_int, default=16,
+                   help="most plan requests in one batched call")
+    p.add_argument("--window-ms", type=float, default=5.0,
+                   help="how long a batch waits for more requests (ms)")
+    p.add_argument("--timeout", type=float, default=30.0,
+                   help="seconds before a plan request is answered 504")
+    p.set_defaults(func=_cmd_serve)
+
+
 def _convert_parser(sub) -> None:
     p = sub.add_parser(
         "convert", help="a reference V-JEPA 2 / V-JEPA 2-AC PyTorch checkpoint -> preset folders",
@@ -340,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     _evaluate_parser(sub)
     _demo_parser(sub)
     _convert_parser(sub)
+    _serve_parser(sub)
     return parser
 
 

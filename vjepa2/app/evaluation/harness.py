@@ -20,6 +20,8 @@ renderer and TensorFlow cannot share a process.
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import threading
 import time
@@ -31,6 +33,7 @@ from envs.policies import DEFAULT_NOISE, STEP_METRES
 from envs.tasks import MAX_EPISODE_STEPS, get_task
 from planning.api import Planner
 from planning.batching import BatchingPlanner
+from planning.remote_planner import RemotePlanner, RemotePlannerError
 from planning.preset import PlannerPreset
 from planning.remote_env import RemoteEnv
 from vjepa2.app.evaluation import report
@@ -52,7 +55,7 @@ def evaluate(task: str, episodes: int, out: str | os.PathLike, *,
              policy: str = "planner", world_model=None, model_path=None,
              variation: str = "heldout", max_steps: int | None = None, videos: int = 4,
              seed: int = 1000, image_size: int | None = None, noise: float | None = None,
-             parallel: int = 1, progress: bool = True) -> dict:
+             parallel: int = 1, remote: str | None = None, progress: bool = True) -> dict:
     """Runs (or continues) an evaluation and writes its outputs into `out`.
 
     Args:
@@ -77,23 +80,31 @@ def evaluate(task: str, episodes: int, out: str | os.PathLike, *,
         parallel: environments run at once, each in its own process; the planner plans for
             all of them in one batched call per step (`planning.BatchingPlanner`). Episodes
             and their records are the same as with 1, up to float rounding.
+        remote: the URL of a `vjepa2 serve` service to plan with instead of `world_model`
+            (its CEM settings must be the preset's; each env gets its own session).
         progress: print a line per episode and a summary.
 
     Returns:
-        The results dict (also in `out/results.json`; fields in `report.summarize`).
-
-    Example:
-
-    >>> evaluate("reach", 20, "eval/reach_expert", policy="expert")["success_rate"]
+        The results dict (also in `out/results.json`; fields in `report.summarize`), e.g.
+        `evaluate("reach", 20, "eval/reach_expert", policy="expert")["success_rate"]`.
     """
-    spec, max_steps = _check_arguments(task, episodes, policy, variation, max_steps, videos,
-                                       world_model, preset, overrides, noise)
     if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
         raise UsageError(f"--parallel must be a positive integer; received {parallel!r}")
-    setting, settings = _settings(spec, policy, world_model, model_path, preset, overrides,
+    if remote is not None and policy != "planner":
+        raise UsageError(f"--remote applies to the planner, not the {policy} baseline")
+    service = None if remote is None else _connect(remote, world_model)
+    if service is not None:
+        world_model = service.world_model
+    spec, max_steps = _check_arguments(task, episodes, policy, variation, max_steps, videos,
+                                       world_model, preset, overrides, noise)
+    record = None if world_model is None else (
+        service.health["model"] if service else model_record(world_model, model_path))
+    setting, settings = _settings(spec, policy, world_model, record, preset, overrides,
                                   variation, max_steps, seed, image_size, noise)
+    if service is not None:
+        _check_service(service, setting)
     store = ResultsStore(out, settings)
-    settings["model"] = None if world_model is None else model_record(world_model, model_path)
+    settings["model"] = record
     seeds = [int(seed) + i for i in range(episodes)]
     todo = [(i, s) for i, s in enumerate(seeds) if s not in store.records]
     if not todo:
@@ -103,7 +114,7 @@ def evaluate(task: str, episodes: int, out: str | os.PathLike, *,
     finished = False
     bar = Progress(episodes, f"evaluate {task}/{variation}", "ep", initial=episodes - len(todo),
                    seconds=float("inf"), enabled=progress)
-    run = _Run(store, seeds, settings, setting, videos, bar, progress)
+    run = _Run(store, seeds, settings, setting, videos, bar, progress, service)
     try:
         with bar:
             if parallel > 1:
@@ -114,6 +125,8 @@ def evaluate(task: str, episodes: int, out: str | os.PathLike, *,
     finally:
         # Interrupted or not, the results and plot describe every finished episode.
         results = _write_results(store, seeds, settings, final=True)
+        if service is not None:
+            service.close()
     if finished and progress:
         report.print_summary(results, store.out)
     return results
@@ -132,9 +145,10 @@ def _env_kwargs(settings: dict) -> dict:
 class _Run:
     """One run of the harness over the episodes still to do, alone or in parallel."""
 
-    def __init__(self, store, seeds, settings, setting, videos, bar, progress):
+    def __init__(self, store, seeds, settings, setting, videos, bar, progress, service=None):
         self.store, self.seeds, self.settings, self.setting = store, seeds, settings, setting
         self.videos, self.bar, self.progress = videos, bar, progress
+        self.service = service  # a RemotePlanner: plan with the service instead
         self.lock = threading.Lock()
         self.finished = 0
 
@@ -164,8 +178,8 @@ class _Run:
 
     def sequential(self, spec, world_model, todo) -> None:
         with RemoteEnv(spec.env_id, modules=("envs",), **_env_kwargs(self.settings)) as env:
-            planner = None if self.setting is None else _make_planner(world_model, env,
-                                                                      self.setting)
+            planner = self.service or (None if self.setting is None
+                                       else _make_planner(world_model, env, self.setting))
             self.store.begin()
             for n, (index, seed) in enumerate(todo):
                 self.episode(env, planner, index, seed, warmup=planner is not None and n == 0)
@@ -180,11 +194,16 @@ class _Run:
             for _ in range(workers):
                 envs.append(RemoteEnv(spec.env_id, modules=("envs",),
                                       **_env_kwargs(self.settings)))
-            if self.setting is not None:
+            if self.service is not None:  # the service batches its sessions' requests
+                clients = [self.service] + [RemotePlanner(self.service.url)
+                                            for _ in envs[1:]]
+            elif self.setting is not None:
                 batching = BatchingPlanner(_make_planner(world_model, envs[0], self.setting),
                                            max_batch=workers, window_seconds=30.0)
+                clients = [batching.client() for _ in envs]
+            else:
+                clients = [None] * len(envs)
             self.store.begin()
-            clients = [None if batching is None else batching.client() for _ in envs]
 
             def work(env, client):
                 first = True
@@ -199,7 +218,7 @@ class _Run:
                 except BaseException as error:  # re-raised in the main thread below
                     errors.append(error)
                 finally:
-                    if client is not None:
+                    if client is not None and client is not self.service:
                         client.close()
 
             threads = [threading.Thread(target=work, args=pair, daemon=True)
@@ -258,7 +277,7 @@ def _check_arguments(task, episodes, policy, variation, max_steps, videos, world
     return spec, max_steps
 
 
-def _settings(spec, policy, world_model, model_path, preset, overrides, variation, max_steps,
+def _settings(spec, policy, world_model, record, preset, overrides, variation, max_steps,
               seed, image_size, noise) -> tuple[EpisodeSetting | None, dict]:
     """The planner episodes' shared setting and the settings a re-run must match."""
     setting = planner = baseline = model = None
@@ -282,8 +301,7 @@ def _settings(spec, policy, world_model, model_path, preset, overrides, variatio
                    "action_units": f"env actions: xyz in units of {STEP_METRES} m per step, "
                    "gripper in [-1, 1]", "stop_energy": setting.stop_energy,
                    "frame_stride": stride, "replans": replans}
-        record = model_record(world_model, model_path)
-        model = {k: record[k] for k in ("path", "weights_sha256", "class")}
+        model = {k: record.get(k) for k in ("path", "weights_sha256", "class")}
     elif policy == "expert":
         baseline = {"kind": "expert", "noise": DEFAULT_NOISE if noise is None else float(noise),
                     "note": "scripted expert reading privileged simulator state (upper bound); "
@@ -300,6 +318,29 @@ def _settings(spec, policy, world_model, model_path, preset, overrides, variatio
         "model": model, "planner": planner, "baseline": baseline,
     }
     return setting, settings
+
+
+def _connect(url: str, world_model) -> RemotePlanner:
+    """A session of the planner service at `url` (one line if it cannot be reached)."""
+    if world_model is not None:
+        raise UsageError("give a world model (--model) or a planner service (--remote), "
+                         "not both")
+    try:
+        return RemotePlanner(url)
+    except (RemotePlannerError, ValueError) as error:
+        raise UsageError(f"--remote {url}: {error}") from None
+
+
+def _check_service(service: RemotePlanner, setting: EpisodeSetting) -> None:
+    """The service must plan with the preset's CEM settings (they are decided where it runs)."""
+    wanted = json.loads(json.dumps(dataclasses.asdict(setting.preset.cem)))
+    served = service.health["cem"]
+    for key in sorted(set(wanted) | set(served)):
+        if wanted.get(key) != served.get(key):
+            service.close()
+            raise UsageError(f"the planner service at {service.url} plans with cem.{key}="
+                             f"{served.get(key)!r}; the preset has {wanted.get(key)!r} (start "
+                             "vjepa2 serve with the same --task/--preset/--set)")
 
 
 def _make_planner(world_model, env, setting: EpisodeSetting) -> Planner:
