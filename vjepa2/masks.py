@@ -7,11 +7,22 @@ context. V-JEPA 2 uses two sets per clip: short-range (8 blocks of 15%, ~73% mas
 long-range (2 blocks of 70%, ~90% masked). The block size is drawn once per batch, the block
 positions per sample, as in the reference.
 
-The model needs static shapes (one compiled step for the whole run), so every sample of a mask
-set is cut to the same number of context and target tokens: `num_context` and `num_target` are
-fixed per sampler as low quantiles of their distribution; a sample with fewer is redrawn (the
-reference also redraws an empty context) and a sample with more keeps a random subset. The
-model receives the sorted flat token ids as int32 tensors.
+Every sample of a batch's mask set is cut to the same number of context and target tokens.
+Two ways to choose those counts (`counts=`):
+
+- `"reference"`: as the reference collator, each batch keeps the minimum context count and the
+  minimum target count over its samples, rounded down to one of a few static shapes
+  (`buckets` (context, target) pairs per mask set, chosen once per batch size so that they keep
+  the most of those minima), so a compiled step sees at most `buckets ** num_sets` shapes. The
+  block shape follows the reference rule (area `floor(scale * H' * W')`, aspect uniform in the
+  range). Samples keep a random subset of their ids (the reference keeps the first ones).
+- `"quantile"` (the default, and what older runs used): one fixed count per mask set, a low
+  quantile of the per-sample distribution, with log-uniform aspect ratios; a sample with fewer
+  tokens is redrawn. One static shape for the whole run, but far fewer context tokens than the
+  reference on small grids (8 instead of ~25 long-range context tokens at 4 x 8 x 8).
+
+Both redraw a sample with an empty context, as the reference does. The model receives the
+sorted flat token ids as int32 tensors.
 """
 from __future__ import annotations
 
@@ -55,6 +66,18 @@ def _block_shape(rng, grid_hw, config):
     return min(max(bh, 1), h), min(max(bw, 1), w)
 
 
+def reference_block_shape(rng, grid_hw, config):
+    """The reference collator's block shape: `floor(scale * H' * W')` patches, aspect ratio
+    drawn uniformly from `config.aspect_ratio`, sides rounded and clipped to the grid."""
+    h, w = grid_hw
+    area = int(config.spatial_scale * h * w)
+    lo, hi = config.aspect_ratio
+    aspect = lo + rng.random() * (hi - lo)
+    bh = int(round(math.sqrt(area * aspect)))
+    bw = int(round(math.sqrt(area / aspect)))
+    return min(max(bh, 1), h), min(max(bw, 1), w)
+
+
 def sample_spatial_mask(rng, grid_hw, config, block_shape=None):
     """One (H', W') boolean mask, True where masked: the union of `num_blocks` rectangles."""
     h, w = grid_hw
@@ -67,15 +90,55 @@ def sample_spatial_mask(rng, grid_hw, config, block_shape=None):
     return mask
 
 
+COUNT_MODES = ("quantile", "reference")
+
+
+def choose_buckets(context_minima, target_minima, buckets):
+    """`buckets` (context, target) pairs that keep the most of the given per-batch minima.
+
+    Every batch maps to the largest pair it can fill (both counts at most its minima), so the
+    first pair is the smallest minima seen; the others are added greedily, each the candidate
+    that most raises the mean kept share (context and target weighted by their means).
+    """
+    ctx = np.asarray(context_minima)
+    tgt = np.asarray(target_minima)
+    weights = (1.0 / ctx.mean(), 1.0 / tgt.mean())
+    chosen = [(int(ctx.min()), int(tgt.min()))]
+    kept = np.full(len(ctx), chosen[0][0] * weights[0] + chosen[0][1] * weights[1])
+    candidates = np.array([(c, t) for c in np.unique(ctx) for t in np.unique(tgt)])
+    scores = candidates[:, 0] * weights[0] + candidates[:, 1] * weights[1]
+    fits = (candidates[:, :1] <= ctx[None]) & (candidates[:, 1:] <= tgt[None])
+    for _ in range(buckets - 1):
+        gains = np.where(fits, np.maximum(scores[:, None], kept[None]), kept[None]).mean(axis=1)
+        best = int(np.argmax(gains))
+        if gains[best] <= kept.mean():
+            break
+        chosen.append((int(candidates[best, 0]), int(candidates[best, 1])))
+        kept = np.where(fits[best], np.maximum(scores[best], kept), kept)
+    return sorted(chosen)
+
+
 class MultiBlockMaskSampler:
-    """Samples fixed-size context/target token ids for a (T', H', W') token grid.
+    """Samples context/target token ids for a (T', H', W') token grid.
 
     Args:
         grid: (T', H', W') token grid.
         mask_sets: the mask set configs (default: V-JEPA 2's short- and long-range sets).
-        quantile: the fixed counts are this low quantile of the per-sample counts.
+        quantile: `counts="quantile"`: the fixed counts are this low quantile of the
+            per-sample counts.
         seed: base seed; the masks of batch `step` depend only on (seed, step), so a resumed
             run draws exactly the masks an uninterrupted one would.
+        max_redraws: draws of a sample (or, `"reference"`, of a batch) before giving up.
+        counts: `"quantile"` (one fixed shape per mask set) or `"reference"` (the reference's
+            per-batch minimum, rounded down to one of `buckets` shapes per mask set); see the
+            module docstring.
+        buckets: `counts="reference"`: (context, target) shapes per mask set (1 gives one
+            shape: the smallest minimum, like a 0-quantile; None keeps each batch's exact
+            minima, as the reference does, for backends that handle many shapes).
+
+    Attributes:
+        num_context, num_target: `"quantile"`: per mask set, the fixed counts; `"reference"`:
+            None (the counts vary per batch; `bucket_shapes(batch_size)` lists them).
 
     Example:
     ```python
@@ -86,16 +149,26 @@ class MultiBlockMaskSampler:
     """
 
     def __init__(self, grid, mask_sets=DEFAULT_MASK_SETS, quantile=0.05, seed=0,
-                 max_redraws=100):
+                 max_redraws=100, counts="quantile", buckets=3):
         if len(grid) != 3 or min(grid) < 1:
             raise ValueError(f"grid must be three positive ints (T', H', W'); received {grid}")
         if not 0.0 <= quantile < 0.5:
             raise ValueError(f"quantile must be in [0, 0.5); received {quantile}")
+        if counts not in COUNT_MODES:
+            raise ValueError(f"counts must be one of {COUNT_MODES}; received {counts!r}")
+        if buckets is not None and int(buckets) < 1:
+            raise ValueError(f"buckets must be >= 1 or None; received {buckets}")
         self.grid = tuple(int(g) for g in grid)
         self.mask_sets = tuple(mask_sets)
         self.seed = int(seed)
         self.max_redraws = max_redraws
+        self.counts = counts
+        self.buckets = None if buckets is None else int(buckets)
         self.num_tokens = self.grid[0] * self.grid[1] * self.grid[2]
+        self._bucket_cache = {}
+        if counts == "reference":
+            self.num_context = self.num_target = None
+            return
         self.num_context, self.num_target = [], []
         # Fixed sizes from the distribution itself, with a seed of their own so they do not
         # depend on the training seed.
@@ -122,31 +195,90 @@ class MultiBlockMaskSampler:
         raise RuntimeError(f"could not draw a mask with a visible context on grid {self.grid} "
                            f"in {self.max_redraws} tries ({config})")
 
+    def reference_minima(self, rng, config, batch_size):
+        """One batch drawn as the reference collator draws it: (spatial masks (B, H', W'),
+        the batch's minimum context and target counts in tokens)."""
+        block_shape = reference_block_shape(rng, self.grid[1:], config)
+        spatial = np.stack([self.sample_spatial(rng, config, block_shape)
+                            for _ in range(batch_size)])
+        masked = spatial.reshape(batch_size, -1).sum(axis=1)
+        hw = self.grid[1] * self.grid[2]
+        return spatial, int((hw - masked).min()) * self.grid[0], int(masked.min()) * self.grid[0]
+
+    def bucket_shapes(self, batch_size):
+        """`counts="reference"`: per mask set, the sorted (context, target) token counts a
+        batch of `batch_size` can have; fixed by the grid, mask sets and batch size alone
+        (None with `buckets=None`: every batch keeps its exact minima)."""
+        if self.buckets is None:
+            return None
+        if batch_size not in self._bucket_cache:
+            # A seed of their own: the shapes do not depend on the training seed.
+            rng = np.random.default_rng(12345)
+            shapes, weights = [], []
+            for config in self.mask_sets:
+                minima = [self.reference_minima(rng, config, batch_size)[1:] for _ in range(400)]
+                ctx, tgt = (np.array(m, float) for m in zip(*minima))
+                shapes.append(choose_buckets(ctx, tgt, self.buckets))
+                weights.append((1.0 / ctx.mean(), 1.0 / tgt.mean()))
+            self._bucket_cache[batch_size] = (shapes, weights)
+        return self._bucket_cache[batch_size][0]
+
+    def _reference_set(self, rng, index, config, batch_size):
+        """One mask set of a batch, `counts="reference"`: (spatial masks, n_ctx, n_tgt)."""
+        shapes = self.bucket_shapes(batch_size)
+        shapes = None if shapes is None else shapes[index]
+        for _ in range(self.max_redraws):
+            spatial, ctx_min, tgt_min = self.reference_minima(rng, config, batch_size)
+            if shapes is None:  # exact per-batch minima, as the reference
+                return spatial, ctx_min, tgt_min
+            fits = [(c, t) for c, t in shapes if c <= ctx_min and t <= tgt_min]
+            if fits:  # the shape that keeps the most, weighted as in choose_buckets
+                w_ctx, w_tgt = self._bucket_cache[batch_size][1][index]
+                n_ctx, n_tgt = max(fits, key=lambda ct: ct[0] * w_ctx + ct[1] * w_tgt)
+                return spatial, n_ctx, n_tgt
+        raise RuntimeError(f"mask sampler could not fill any of the shapes {shapes} on grid "
+                           f"{self.grid} in {self.max_redraws} batches ({config})")
+
     def sample_batch(self, batch_size, step):
         """Masks for one batch: a list (one per mask set) of dicts with int32 arrays
-        `context_ids` (B, num_context) and `target_ids` (B, num_target), each row sorted."""
+        `context_ids` (B, n_ctx) and `target_ids` (B, n_tgt), each row sorted; `n_ctx` and
+        `n_tgt` are `num_context[i]` / `num_target[i]`, or with `counts="reference"` one of
+        `bucket_shapes(B)[i]`."""
         rng = np.random.default_rng([self.seed, int(step)])
         t, h, w = self.grid
         out = []
         for index, config in enumerate(self.mask_sets):
-            n_ctx, n_tgt = self.num_context[index], self.num_target[index]
-            block_shape = _block_shape(rng, (h, w), config)
+            if self.counts == "reference":
+                spatial, n_ctx, n_tgt = self._reference_set(rng, index, config, batch_size)
+                draws = iter(spatial)
+            else:
+                n_ctx, n_tgt = self.num_context[index], self.num_target[index]
+                block_shape = _block_shape(rng, (h, w), config)
+                draws = None
             contexts = np.empty((batch_size, n_ctx), np.int32)
             targets = np.empty((batch_size, n_tgt), np.int32)
             for b in range(batch_size):
-                for _ in range(self.max_redraws):
-                    spatial = self.sample_spatial(rng, config, block_shape)
-                    masked = np.tile(spatial.reshape(-1), t)  # tube through all time steps
-                    target = np.flatnonzero(masked)
-                    context = np.flatnonzero(~masked)
-                    if len(context) >= n_ctx and len(target) >= n_tgt:
-                        break
-                    # The batch's block shape cannot reach the fixed sizes: draw another.
-                    block_shape = _block_shape(rng, (h, w), config)
+                if draws is not None:
+                    masked = np.tile(next(draws).reshape(-1), t)
+                    target, context = np.flatnonzero(masked), np.flatnonzero(~masked)
                 else:
-                    raise RuntimeError(f"mask sampler could not reach {n_ctx} context and "
-                                       f"{n_tgt} target tokens on grid {self.grid}")
+                    context, target, block_shape = self._quantile_sample(
+                        rng, config, block_shape, n_ctx, n_tgt)
                 contexts[b] = np.sort(rng.choice(context, n_ctx, replace=False))
                 targets[b] = np.sort(rng.choice(target, n_tgt, replace=False))
             out.append({"context_ids": contexts, "target_ids": targets})
         return out
+
+    def _quantile_sample(self, rng, config, block_shape, n_ctx, n_tgt):
+        """`counts="quantile"`: one sample's (context ids, target ids, block shape) with at
+        least the fixed counts; the batch's block shape is redrawn if it cannot reach them."""
+        for _ in range(self.max_redraws):
+            spatial = self.sample_spatial(rng, config, block_shape)
+            masked = np.tile(spatial.reshape(-1), self.grid[0])  # a tube through all time steps
+            target = np.flatnonzero(masked)
+            context = np.flatnonzero(~masked)
+            if len(context) >= n_ctx and len(target) >= n_tgt:
+                return context, target, block_shape
+            block_shape = _block_shape(rng, self.grid[1:], config)
+        raise RuntimeError(f"mask sampler could not reach {n_ctx} context and "
+                           f"{n_tgt} target tokens on grid {self.grid}")
