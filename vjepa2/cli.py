@@ -136,6 +136,24 @@ def _cmd_calibrate_stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_probe(args: argparse.Namespace) -> int:
+    from vjepa2.app.flags import config_from_args
+    from vjepa2.train.probe import ProbeConfig, probe
+
+    results = probe(config_from_args(ProbeConfig, args))
+    print(f"results written to {Path(args.out) / 'results.json'} ({results['kind']}, "
+          f"{results['classes']} classes, chance {results['chance']:.3f})")
+    return 0
+
+
+def _cmd_make_family_data(args: argparse.Namespace) -> int:
+    from vjepa2.data.family_data import generate
+
+    paths = generate(args.kind, args.out, args.count, seed=args.seed)
+    print(f"wrote {len(paths)} {args.kind} files and labels.csv (path,label) to {args.out}")
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from vjepa2.app.serve import serve_model
 
@@ -316,6 +334,31 @@ def _demo_parser(sub) -> None:
     p.set_defaults(func=_cmd_demo)
 
 
+def _family_parsers(sub) -> None:
+    from vjepa2.app.flags import add_config_flags
+    from vjepa2.train.probe import ProbeConfig
+
+    p = sub.add_parser(
+        "probe", help="frozen evaluation: an attentive probe on a pretrained encoder's tokens",
+        description="Train an attentive probe (cross-attention pooling + linear head) on the "
+        "frozen tokens of any family member's encoder (video, image or audio) over a labelled "
+        "path,label CSV; report top-1 on a held-out split beside the same probe on a randomly "
+        "initialised encoder. Writes results.json into --out.")
+    add_config_flags(p, ProbeConfig)
+    p.set_defaults(func=_cmd_probe)
+
+    p = sub.add_parser(
+        "make-family-data", help="generate labelled images, audio clips or moving-shape clips",
+        description="Write labelled test data with a path,label CSV: images of one shape "
+        "(label: its kind), audio tones and chirps (label: pitch contour), or clips of a shape "
+        "moving over texture (label: direction).")
+    p.add_argument("--kind", required=True, choices=["images", "audio", "motion"])
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--count", type=_positive_int, default=1000, help="number of files")
+    p.add_argument("--seed", type=int, default=0, help="split seed")
+    p.set_defaults(func=_cmd_make_family_data)
+
+
 def _serve_parser(sub) -> None:
     p = sub.add_parser(
         "serve", help="the planner over HTTP for many robots or episodes, batching requests",
@@ -377,6 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     _demo_parser(sub)
     _convert_parser(sub)
     _serve_parser(sub)
+    _family_parsers(sub)
     return parser
 
 

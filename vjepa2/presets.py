@@ -55,8 +55,16 @@ PRESETS = {
         _REFERENCE_PREDICTOR,
         "ViT-g/16 encoder (~1.0B) and the reference 12 x 384 predictor.",
     ),
+    # The JEPA family at CPU size (I-JEPA, A-JEPA, MC-JEPA; docs/family.md): the tiny width
+    # at 4 blocks and a 2-block predictor, one size for images, spectrograms and clips.
+    "family-tiny": _preset(
+        dict(embed_dim=192, depth=4, num_heads=3, mlp_dim=768),
+        dict(embed_dim=96, depth=2, num_heads=3, mlp_dim=384),
+        "4-block ViT-Ti-width encoder (2.1M) and a 2 x 96 predictor: the JEPA family members "
+        "(images, audio, motion) trained in minutes on a CPU.",
+        dict(embed_dim=192, depth=2, num_heads=3, mlp_dim=768, residual=True),
+    ),
 }
-
 
 
 def _released(base, description, checkpoint, image_size, ac=False):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from keras import ops
 
-from vjepa2.models.video_encoder import VideoEncoder
 from vjepa2.models.world_model import layer_norm_no_affine  # noqa: F401 (re-exported)
 from vjepa2.train.schedules import linear_momentum
 from vjepa2.train.trainer import BackendTrainer
@@ -34,7 +33,8 @@ class JEPAPretrainer(BackendTrainer):
     """Student encoder + predictor + EMA teacher, trained with the V-JEPA 2 objective.
 
     Args:
-        encoder: the student `VideoEncoder` (its weights initialise the teacher).
+        encoder: the student `VideoEncoder` or `ImageEncoder` (its weights initialise the
+            teacher, a fresh encoder of the same class and config).
         predictor: a `MaskedPredictor` with `num_mask_tokens >= num_mask_sets`.
         num_mask_sets: mask sets per clip (2 in V-JEPA 2).
         ema_start, ema_end: EMA momentum, linearly scheduled over `total_steps`.
@@ -42,7 +42,8 @@ class JEPAPretrainer(BackendTrainer):
         clip_grad: optional global gradient-norm clip.
 
     Call arguments / data:
-        A dict with `video` (B, T, H, W, 3) and, per mask set i, `context_ids_i` (B, Nc_i) and
+        A dict with `video`, the encoder's input ((B, T, H, W, 3) clips, or (B, H, W, C) images
+        or spectrograms for an `ImageEncoder`), and, per mask set i, `context_ids_i` (B, Nc_i) and
         `target_ids_i` (B, Nt_i) int32.
     """
 
@@ -57,7 +58,7 @@ class JEPAPretrainer(BackendTrainer):
                 raise ValueError(f"{name} must be in [0, 1]; received {value}")
         self.encoder = encoder
         self.predictor = predictor
-        self.teacher = VideoEncoder.from_config(encoder.get_config())
+        self.teacher = type(encoder).from_config(encoder.get_config())
         self.num_mask_sets = num_mask_sets
         self.ema_start = float(ema_start)
         self.ema_end = float(ema_end)

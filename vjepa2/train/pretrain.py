@@ -1,5 +1,9 @@
 """`vjepa2 pretrain`: V-JEPA 2 self-supervised pretraining on a folder (or CSV) of videos.
 
+The other members of the JEPA family run through the same command, trainer and run folder
+(`vjepa2.train.family`): I-JEPA on images (`--images`), A-JEPA on audio (`--audio`), MC-JEPA
+(`--videos` with `--motion-weight`).
+
 A run folder holds:
     config.json        the PretrainConfig and the model configs
     metrics.jsonl      one line per step: loss, per-mask-set losses, lr, ema, teacher_std
@@ -32,9 +36,10 @@ class PretrainConfig(TrainingConfigMixin):
     (`resolved_schedule()`).
     """
 
-    videos: str = opt(help="folder of .mp4/.webm/.mkv/.avi files, or a CSV of path[,label]")
     out: str = opt(help="run folder (checkpoints, metrics, logs)")
     steps: int = opt(help="optimizer steps")
+    videos: str | None = opt(None, "folder of .mp4/.webm/.mkv/.avi files, or a CSV of "
+                             "path[,label]")
     preset: str = opt("tiny", "model preset name (tiny, small, large, huge, giant) or a preset "
                       "folder")
     batch_size: int = opt(8, "clips per step")
@@ -60,9 +65,22 @@ class PretrainConfig(TrainingConfigMixin):
         choices=("none", "mirrored", "multi_worker", "data_parallel"))
     precision: str = opt("auto", "auto: mixed_bfloat16 where a GPU is present, else float32",
                          choices=("auto", "float32", "mixed_bfloat16"))
+    images: str | None = opt(None, "I-JEPA: folder of PNG/JPEG images (recursive) or a CSV of "
+                             "path[,label]; trains an image encoder at --resolution")
+    audio: str | None = opt(None, "A-JEPA: folder of wav/flac/mp3/ogg files (recursive) or a "
+                            "CSV of path[,label]; trains on 128-bin log-mel spectrograms")
+    audio_frames: int = opt(128, "A-JEPA: spectrogram frames per clip (10 ms hop; a multiple "
+                            "of 16)")
+    mask_curriculum: int | None = opt(None, "A-JEPA: steps over which time-frequency masks "
+                                      "replace random blocks (default: half of --steps)")
+    motion_weight: float = opt(0.0, "MC-JEPA: weight of the self-supervised optical-flow loss "
+                               "on consecutive frames (0: off)")
 
     def __post_init__(self):
+        from vjepa2.train.family import check_family_fields
+
         self.check_training_fields()
+        check_family_fields(self)
         check(self.frames >= 2 and self.frames % 2 == 0,
               f"frames must be an even number >= 2 (tubelets of 2); received {self.frames}")
         check(self.resolution >= 16 and self.resolution % 16 == 0,
@@ -83,21 +101,30 @@ def build_trainer(config: PretrainConfig, preset_overrides: dict | None = None):
     """
     import keras
 
-    from vjepa2.models import MaskedPredictor, VideoEncoder
+    from vjepa2.models import MaskedPredictor
+    from vjepa2.train.family import build_encoder, make_sampler, member_of
     from vjepa2.train.jepa import JEPAPretrainer
     from vjepa2.train.optim import make_adamw
     from vjepa2.train.schedules import WarmupStableDecay
 
     overrides = preset_overrides or {}
     try:
-        encoder = VideoEncoder.from_preset(config.preset, **overrides.get("encoder", {}))
+        encoder = build_encoder(config, overrides.get("encoder", {}))
         predictor = MaskedPredictor.from_preset(
             config.preset, encoder_dim=encoder.embed_dim, **overrides.get("predictor", {}))
     except ValueError as error:
         raise UsageError(str(error)) from None
-    trainer = JEPAPretrainer(encoder, predictor, num_mask_sets=2, ema_start=config.ema[0],
-                             ema_end=config.ema[1], total_steps=config.steps,
-                             clip_grad=config.clip_grad)
+    sampler = make_sampler(config, encoder.patch_size, encoder.tubelet_size)
+    kwargs = dict(num_mask_sets=len(sampler.mask_sets),
+                  ema_start=config.ema[0], ema_end=config.ema[1], total_steps=config.steps,
+                  clip_grad=config.clip_grad)
+    if member_of(config) == "motion":
+        from vjepa2.train.mc_jepa import MCJEPAPretrainer
+
+        trainer = MCJEPAPretrainer(encoder, predictor, motion_weight=config.motion_weight,
+                                   flow_config=overrides.get("flow_head", {}), **kwargs)
+    else:
+        trainer = JEPAPretrainer(encoder, predictor, **kwargs)
     trainer.build()
     warmup, decay = config.resolved_schedule()
     schedule = WarmupStableDecay(config.start_lr, config.lr, config.final_lr, warmup, decay,
@@ -110,57 +137,25 @@ def build_trainer(config: PretrainConfig, preset_overrides: dict | None = None):
 
 
 def make_mask_sampler(config: PretrainConfig, patch_size=16, tubelet_size=2):
-    from vjepa2.masks import MultiBlockMaskSampler
+    """The mask sampler of the config's family member (see `vjepa2.train.family`)."""
+    from vjepa2.train.family import make_sampler
 
-    grid = (config.frames // tubelet_size, config.resolution // patch_size,
-            config.resolution // patch_size)
-    return MultiBlockMaskSampler(grid, seed=config.seed)
+    return make_sampler(config, patch_size, tubelet_size)
 
 
 def make_pretrain_dataset(config: PretrainConfig, sampler, start_step: int = 0, gate=None):
-    """Video clips + two mask sets per batch; batch k depends only on (seed, k).
+    """The member's inputs (clips, images or spectrograms) + mask sets per batch; batch k
+    depends only on (seed, k).
 
-    Returns (dataset of dicts, video stats). Close `gate` (a `PipelineGate`) before abandoning
-    the dataset mid-run.
+    Returns (dataset of dicts, stats of the files read). Close `gate` (a `PipelineGate`) before
+    abandoning the dataset mid-run.
     """
-    import numpy as np
-    import tensorflow as tf
-
-    from vjepa2.data.video import PipelineGate, make_clip_dataset
+    from vjepa2.data.video import PipelineGate
+    from vjepa2.train.family import make_inputs, with_mask_ids
 
     gate = gate if gate is not None else PipelineGate()
-    videos, stats = make_clip_dataset(
-        config.videos, frames=config.frames, fps=config.fps, resolution=config.resolution,
-        batch_size=config.batch_size, training=True, seed=config.seed,
-        start_index=start_step * config.batch_size, num_parallel_calls=config.workers,
-        gate=gate)
-    num_sets = len(sampler.mask_sets)
-
-    def masks(step):
-        with gate.call() as open_:
-            if not open_:
-                return [np.zeros((config.batch_size, n), np.int32)
-                        for i in range(num_sets)
-                        for n in (sampler.num_context[i], sampler.num_target[i])]
-            out = []
-            for m in sampler.sample_batch(config.batch_size, int(step)):
-                out += [m["context_ids"], m["target_ids"]]
-            return out
-
-    def add_masks(step, video):
-        arrays = tf.numpy_function(masks, [step], [tf.int32] * (2 * num_sets), name="masks")
-        batch = {"video": video}
-        for i in range(num_sets):
-            ctx, tgt = arrays[2 * i], arrays[2 * i + 1]
-            ctx.set_shape([config.batch_size, sampler.num_context[i]])
-            tgt.set_shape([config.batch_size, sampler.num_target[i]])
-            batch[f"context_ids_{i}"] = ctx
-            batch[f"target_ids_{i}"] = tgt
-        return batch
-
-    dataset = videos.enumerate(start=start_step).map(add_masks, num_parallel_calls=2,
-                                                     deterministic=True)
-    return dataset.prefetch(2), stats
+    inputs, stats = make_inputs(config, start_step, gate)
+    return with_mask_ids(inputs, sampler, config.batch_size, start_step, gate), stats
 
 
 def _strategy_scope(distribute: str):
@@ -193,7 +188,9 @@ def _strategy_scope(distribute: str):
 
 def _check_run_folder(config: PretrainConfig, resume: bool):
     return check_run_folder(config.out, config.to_json(), resume,
-                            ("preset", "batch_size", "frames", "resolution", "fps", "seed"))
+                            ("preset", "batch_size", "frames", "resolution", "fps", "seed",
+                             "images", "audio", "audio_frames", "mask_curriculum",
+                             "motion_weight"))
 
 
 def _open_run_folder(config: PretrainConfig, resume: bool, preset_overrides):
@@ -213,6 +210,9 @@ def _save_models(trainer, out: Path) -> None:
     """The EMA teacher (what fine-tuning loads) and the predictor as preset folders."""
     trainer.teacher.save_to_preset(out / "encoder")
     trainer.predictor.save_to_preset(out / "predictor")
+    if hasattr(trainer, "flow_head"):  # MC-JEPA: the flow head reads the student's tokens
+        trainer.flow_head.save_to_preset(out / "flow_head")
+        trainer.encoder.save_to_preset(out / "student_encoder")
 
 
 def pretrain(config: PretrainConfig, resume: bool = False, verbose: int = 1,
@@ -225,10 +225,10 @@ def pretrain(config: PretrainConfig, resume: bool = False, verbose: int = 1,
     """
     import keras
 
-    from vjepa2.data.video import list_videos
     from vjepa2.train.callbacks import NaNGuard, training_callbacks
+    from vjepa2.train.family import check_sources
 
-    list_videos(config.videos)  # a missing or empty source fails before anything is built
+    check_sources(config)  # a missing or empty source fails before anything is built
     manager, state, preset_overrides = _open_run_folder(config, resume, preset_overrides)
     out = Path(config.out)
     precision = resolve_precision(config.precision)
@@ -262,10 +262,13 @@ def pretrain(config: PretrainConfig, resume: bool = False, verbose: int = 1,
     callbacks = training_callbacks(out, config, start_step, save, nan_guard, verbose,
                                    "pretrain") + list(extra_callbacks)
     if verbose:
-        print(f"pretraining {config.preset} on {config.videos}: steps {start_step} -> "
-              f"{config.steps}, batch {config.batch_size}, {config.frames}x{config.resolution}px "
-              f"@ {config.fps} fps, precision {precision}, backend {keras.backend.backend()}",
-              flush=True)
+        from vjepa2.train.family import input_shape, member_of
+
+        source = config.videos or config.images or config.audio
+        print(f"pretraining {config.preset} ({member_of(config)}) on {source}: steps "
+              f"{start_step} -> {config.steps}, batch {config.batch_size} x "
+              f"{input_shape(config)}, precision {precision}, backend "
+              f"{keras.backend.backend()}", flush=True)
     started = time.time()
     try:
         trainer.fit(dataset, epochs=1, steps_per_epoch=config.steps - start_step,

@@ -1,0 +1,139 @@
+"""The JEPA family at CPU size: pretrain each member, probe it frozen beside a random-init encoder.
+
+For one member (images: I-JEPA, audio: A-JEPA, motion: MC-JEPA) this generates its data here
+(no downloads): an unlabelled pretraining set and a separate labelled probe set (other seeds);
+pretrains the `family-tiny` preset with `vjepa2.train.pretrain.pretrain`; runs `vjepa2 probe`'s
+library function on the labelled set; for MC-JEPA it also scores the flow head's end-point
+error on generated clips with known flow beside the zero-flow baseline. The summary is written
+to docs/results/family/<member>.json.
+
+    python scripts/family_eval.py --member images --work /tmp/family
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "docs" / "results" / "family"
+
+# Experiments as data: what each member pretrains on and for how long.
+RUNS = {
+    "images": dict(data="images", pretrain_count=4000, probe_count=3000,
+                   pretrain=dict(steps=1000, batch_size=16, lr=1e-3, start_lr=2e-4,
+                                 ema=(0.996, 1.0))),
+    "audio": dict(data="audio", pretrain_count=3000, probe_count=1500,
+                  pretrain=dict(steps=800, batch_size=16, lr=1e-3, start_lr=2e-4,
+                                ema=(0.996, 1.0))),
+    "motion": dict(data="motion", pretrain_count=1500, probe_count=1200,
+                   pretrain=dict(steps=800, batch_size=8, frames=8, resolution=64, fps=8.0,
+                                 lr=1e-3, start_lr=2e-4, ema=(0.996, 1.0), motion_weight=1.0)),
+}
+SOURCE_FIELD = {"images": "images", "audio": "audio", "motion": "videos"}
+
+
+def make_data(member: str, work: Path) -> tuple[Path, Path]:
+    from vjepa2.data.family_data import generate
+
+    run = RUNS[member]
+    folders = []
+    for name, count, seed in (("pretrain", run["pretrain_count"], 0),
+                              ("probe", run["probe_count"], 1)):
+        folder = work / f"{member}_{name}"
+        if not (folder / "labels.csv").is_file():
+            generate(run["data"], folder, count, seed=seed)
+        folders.append(folder)
+    return folders[0], folders[1]
+
+
+def flow_epe(run_folder: Path, clips: int = 64, seed: int = 2) -> dict:
+    """End-point error of the trained flow head on generated clips with known flow."""
+    from keras import ops
+
+    from vjepa2.data.motion import synthesize_motion
+    from vjepa2.data.video import IMAGENET_MEAN, IMAGENET_STD
+    from vjepa2.models import VideoEncoder
+    from vjepa2.models.flow_head import FlowHead
+
+    encoder = VideoEncoder.from_preset(run_folder / "student_encoder")
+    head = FlowHead.from_preset(run_folder / "flow_head")
+    errors, zero, moving, moving_zero = [], [], [], []
+    for index in range(clips):
+        video, flow, _ = synthesize_motion(seed, index, frames=2, size=64)
+        frames = ((video / 255.0 - IMAGENET_MEAN) / IMAGENET_STD).astype("float32")
+        tokens = encoder(frames[None])
+        pred = np.asarray(head(ops.convert_to_tensor(frames[None, 0]),
+                               ops.convert_to_tensor(frames[None, 1]), tokens))[0]
+        true = flow[0]
+        epe = np.linalg.norm(pred - true, axis=-1)
+        zero_epe = np.linalg.norm(true, axis=-1)
+        mask = zero_epe > 0
+        errors.append(epe.mean())
+        zero.append(zero_epe.mean())
+        moving.append(epe[mask].mean())
+        moving_zero.append(zero_epe[mask].mean())
+    return {"clips": clips, "epe_all": float(np.mean(errors)), "zero_flow_epe_all":
+            float(np.mean(zero)), "epe_moving": float(np.mean(moving)),
+            "zero_flow_epe_moving": float(np.mean(moving_zero))}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--member", required=True, choices=sorted(RUNS))
+    parser.add_argument("--work", default="/tmp/family", help="data and run folders")
+    parser.add_argument("--steps", type=int, default=None, help="override pretraining steps")
+    args = parser.parse_args(argv)
+
+    from vjepa2.train.pretrain import PretrainConfig, pretrain
+    from vjepa2.train.probe import ProbeConfig, probe
+    from vjepa2.files import write_json
+
+    work = Path(args.work)
+    started = time.time()
+    pretrain_data, probe_data = make_data(args.member, work)
+    settings = dict(RUNS[args.member]["pretrain"])
+    if args.steps:
+        settings["steps"] = args.steps
+    run_folder = work / f"{args.member}_run"
+    config = PretrainConfig(out=str(run_folder), preset="family-tiny", workers=2,
+                            checkpoint_every=200, **{SOURCE_FIELD[args.member]:
+                                                     str(pretrain_data)}, **settings)
+    summary = pretrain(config, resume=(run_folder / "checkpoints").is_dir())
+    pretrain_seconds = time.time() - started
+    probe_config = ProbeConfig(encoder=str(run_folder), data=str(probe_data / "labels.csv"),
+                               out=str(work / f"{args.member}_probe"),
+                               frames=config.frames, fps=config.fps,
+                               resolution=config.resolution)
+    results = probe(probe_config)
+    record = {"member": args.member, "command": "python scripts/family_eval.py --member "
+              f"{args.member}" + (f" --steps {args.steps}" if args.steps else ""),
+              "pretrain": {**config.to_json(), "pretrain_items": RUNS[args.member][
+                  "pretrain_count"], "step": summary["step"], "seconds": pretrain_seconds},
+              "probe": results, "difference": _difference(results)}
+    if args.member == "motion":
+        record["flow"] = flow_epe(run_folder)
+    record["seconds"] = time.time() - started
+    write_json(RESULTS / f"{args.member}.json", record)
+    print(json.dumps({k: record[k] for k in ("member", "difference")}, indent=1))
+    return 0
+
+
+def _difference(results: dict) -> dict:
+    """Pretrained minus random-init top-1 and the 95% interval of that difference (normal
+    approximation for two proportions on the same held-out items, treated as independent,
+    which is conservative for positively correlated errors)."""
+    a, b = results["pretrained"], results["random_init"]
+    n = a["items"]
+    p1, p2 = a["top1"], b["top1"]
+    half = 1.96 * np.sqrt(p1 * (1 - p1) / n + p2 * (1 - p2) / n)
+    return {"top1": p1 - p2, "ci95": [p1 - p2 - half, p1 - p2 + half],
+            "margin_exceeds_interval": bool(p1 - p2 > half)}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""Frozen evaluation: the attentive probe and `vjepa2 probe`."""
+import json
+
+import numpy as np
+import pytest
+
+from tests.helpers import MICRO_OVERRIDES, assert_saved_model_equal
+from vjepa2.errors import UsageError
+
+
+def test_attentive_probe_round_trips_exactly_and_refuses_bad_heads(tmp_path):
+    from vjepa2.models import AttentiveProbe
+
+    probe = AttentiveProbe(num_classes=3, dim=12, num_heads=3, num_queries=2)
+    tokens = np.random.default_rng(0).normal(size=(4, 5, 12)).astype("float32")
+    assert probe(tokens).shape == (4, 3)
+    assert_saved_model_equal(probe, tokens, tmp_path)
+    with pytest.raises(ValueError, match="num_heads must divide dim; received dim=10"):
+        AttentiveProbe(num_classes=3, dim=10, num_heads=3)
+
+
+def test_probe_finds_the_one_token_that_carries_the_class():
+    # The class is written in one token among many distractors: mean pooling blurs it, cross
+    # attention can pick it out.
+    from vjepa2.train.probe import ProbeConfig, score, train_probe
+
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 3, 300)
+    tokens = rng.normal(size=(300, 8, 12)).astype("float32")
+    tokens[np.arange(300), rng.integers(0, 8, 300), :3] += 6 * np.eye(3)[labels]
+    config = ProbeConfig(encoder="-", data="-", out="-", epochs=40, batch_size=32, lr=3e-3)
+    probe = train_probe(tokens[:200], labels[:200], 3, config)
+    result = score(probe, tokens[200:], labels[200:])
+    assert result["top1"] > 0.8
+    lo, hi = result["ci95"]
+    assert lo < result["top1"] < hi
+
+
+def test_wilson_interval_matches_the_formula():
+    from vjepa2.train.probe import wilson_interval
+
+    lo, hi = wilson_interval(80, 100)
+    assert lo == pytest.approx(0.7112, abs=1e-4) and hi == pytest.approx(0.8666, abs=1e-4)
+
+
+def test_split_is_seeded_and_needs_labels():
+    from vjepa2.train.probe import split_items
+
+    items = [(f"f{i}", i % 2) for i in range(10)]
+    train, held = split_items(items, 0.3, seed=0)
+    assert len(held) == 3 and len(train) == 7 and not set(train) & set(held)
+    assert split_items(items, 0.3, seed=0) == (train, held)
+    with pytest.raises(UsageError, match="label"):
+        split_items([("a", None), ("b", 1)], 0.5, 0)
+
+
+def test_probe_command_writes_results_for_an_image_encoder(tmp_path):
+    from vjepa2.cli import main
+    from vjepa2.data.images import generate_images
+    from vjepa2.models import ImageEncoder
+
+    generate_images(tmp_path / "data", 16, size=32, seed=3)
+    ImageEncoder.from_preset("tiny", **MICRO_OVERRIDES["encoder"]).save_to_preset(
+        tmp_path / "encoder")
+    code = main(["probe", "--encoder", str(tmp_path / "encoder"), "--data",
+                 str(tmp_path / "data" / "labels.csv"), "--out", str(tmp_path / "probe"),
+                 "--resolution", "32", "--epochs", "2", "--heldout", "0.25"])
+    assert code == 0
+    results = json.loads((tmp_path / "probe" / "results.json").read_text())
+    assert results["kind"] == "image" and results["train_items"] == 12
+    for name in ("pretrained", "random_init"):
+        assert results[name]["items"] == 4 and 0 <= results[name]["top1"] <= 1
+    assert (tmp_path / "probe" / "heldout.csv").read_text().count("\n") == 4
+    assert main(["probe", "--encoder", str(tmp_path / "missing"), "--data", "x.csv",
+                 "--out", str(tmp_path / "p2")]) == 2

@@ -1,0 +1,31 @@
+"""Labelled data for the JEPA family, generated here (no downloads): one entry point per kind.
+
+- `images`: PNG images of textured shapes; label: the kind of the largest shape
+  (`vjepa2.data.images.generate_images`, 128 px).
+- `audio`: 1.5 s wav tones and chirps; label: the pitch contour
+  (`vjepa2.data.audio.generate_audio`).
+- `motion`: 16-frame, 64 px mp4 clips of a shape moving over texture; label: the direction, the
+  true flow known (`vjepa2.data.motion.generate_motion_clips`).
+"""
+from __future__ import annotations
+
+from vjepa2.errors import UsageError
+
+KINDS = ("images", "audio", "motion")
+
+
+def generate(kind: str, out_dir, count: int, seed: int = 0):
+    """Writes `count` labelled files of `kind` and `labels.csv` into `out_dir`; returns paths."""
+    if kind == "images":
+        from vjepa2.data.images import generate_images
+
+        return generate_images(out_dir, count, seed=seed)
+    if kind == "audio":
+        from vjepa2.data.audio import generate_audio
+
+        return generate_audio(out_dir, count, seed=seed)
+    if kind == "motion":
+        from vjepa2.data.motion import generate_motion_clips
+
+        return generate_motion_clips(out_dir, count, seed=seed)
+    raise UsageError(f"kind must be one of {', '.join(KINDS)}; received {kind!r}")

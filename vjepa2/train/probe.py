@@ -1,0 +1,196 @@
+"""`vjepa2 probe`: frozen evaluation of any family member's encoder with an attentive probe.
+
+The labelled items (a `path,label` CSV of videos, images or audio clips) are split once into a
+training and a held-out part (a seeded permutation; both lists are written to the output
+folder). The frozen encoder encodes every item once (evaluation crops: the middle clip or the
+centre square, no flip); an `AttentiveProbe` is trained on the training tokens and scored by
+top-1 accuracy on the held-out ones, with a 95% Wilson interval. The same probe on the same
+items with a randomly initialised encoder of the same configuration is the baseline: what the
+architecture alone gives, so the difference is what pretraining taught.
+
+The output folder holds `results.json`, `train.csv` and `heldout.csv`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from vjepa2.errors import UsageError
+from vjepa2.train.config import check, opt
+
+KINDS = ("video", "image", "audio")
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbeConfig:
+    """A frozen-evaluation run; stored in its `results.json`."""
+
+    encoder: str = opt(help="encoder preset folder, or a pretraining run folder (its encoder/)")
+    data: str = opt(help="CSV of path,label (videos, images or audio clips)")
+    out: str = opt(help="output folder (results.json, the split lists)")
+    heldout: float = opt(0.3, "fraction of the items held out for scoring")
+    epochs: int = opt(40, "probe training epochs")
+    batch_size: int = opt(64, "probe training batch size")
+    lr: float = opt(1e-3, "probe learning rate (AdamW)")
+    weight_decay: float = opt(0.01, "probe weight decay")
+    num_queries: int = opt(1, "learnable queries of the attentive probe")
+    frames: int = opt(8, "videos: frames per clip")
+    fps: float = opt(4.0, "videos: clip sampling rate (frames/s)")
+    resolution: int = opt(128, "videos and images: frame size in px")
+    audio_frames: int = opt(128, "audio: spectrogram frames per clip (10 ms hop)")
+    no_baseline: bool = opt(False, "skip the random-init baseline")
+    seed: int = opt(0, "seed of the split, the probe and the random-init encoder")
+
+    def __post_init__(self):
+        check(0.0 < self.heldout < 1.0, f"heldout must be in (0, 1); received {self.heldout}")
+        check(self.epochs > 0 and self.batch_size > 0,
+              f"epochs and batch_size must be > 0; received {self.epochs}, {self.batch_size}")
+        check(self.lr > 0, f"lr must be > 0; received {self.lr}")
+        check(self.num_queries >= 1, f"num_queries must be >= 1; received {self.num_queries}")
+
+
+def wilson_interval(successes: int, total: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a proportion."""
+    if total <= 0:
+        return (0.0, 1.0)
+    p = successes / total
+    denom = 1 + z * z / total
+    centre = (p + z * z / (2 * total)) / denom
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def load_encoder(path):
+    """The frozen encoder of a preset folder or of a run folder's `encoder/`, and its kind."""
+    from vjepa2.models import ImageEncoder, VideoEncoder
+
+    folder = Path(path)
+    if (folder / "encoder" / "config.json").is_file():
+        folder = folder / "encoder"
+    if not (folder / "config.json").is_file():
+        raise UsageError(f"no encoder in {path} (expected a preset folder or a run folder "
+                         "with encoder/)")
+    encoder = VideoEncoder.from_preset(folder)
+    encoder.trainable = False
+    return encoder, encoder_kind(encoder)
+
+
+def encoder_kind(encoder) -> str:
+    from vjepa2.models import ImageEncoder
+
+    if isinstance(encoder, ImageEncoder):
+        return "audio" if encoder.in_channels == 1 else "image"
+    return "video"
+
+
+def split_items(items, heldout: float, seed: int):
+    """(train, held-out) lists of `(path, label)`: a seeded permutation, the held-out part
+    `round(heldout * n)` items (at least one each)."""
+    if any(label is None for _, label in items):
+        raise UsageError("probe data needs a label on every row (path,label)")
+    if len({label for _, label in items}) < 2:
+        raise UsageError("probe data needs at least two classes")
+    order = np.random.default_rng([seed, 7]).permutation(len(items))
+    count = min(max(int(round(heldout * len(items))), 1), len(items) - 1)
+    return [items[i] for i in order[count:]], [items[i] for i in order[:count]]
+
+
+def _dataset(kind, csv_path, config: ProbeConfig):
+    common = dict(batch_size=1, training=False, seed=config.seed, repeat=False,
+                  with_labels=True)
+    if kind == "image":
+        from vjepa2.data.images import make_image_dataset
+
+        dataset, _ = make_image_dataset(csv_path, resolution=config.resolution, **common)
+    elif kind == "audio":
+        from vjepa2.data.audio import make_audio_dataset
+
+        dataset, _ = make_audio_dataset(csv_path, frames=config.audio_frames, **common)
+    else:
+        from vjepa2.data.video import make_clip_dataset
+
+        dataset, _ = make_clip_dataset(csv_path, frames=config.frames, fps=config.fps,
+                                       resolution=config.resolution, **common)
+    return dataset.unbatch().batch(16)
+
+
+def encode_items(encoders, dataset):
+    """Tokens of every item for each encoder: ([(N, tokens, D) float32, ...], labels (N,))."""
+    features, labels = [[] for _ in encoders], []
+    for inputs, label in dataset:
+        for out, encoder in zip(features, encoders):
+            out.append(np.asarray(encoder(inputs, training=False), np.float32))
+        labels.append(np.asarray(label))
+    return [np.concatenate(f) for f in features], np.concatenate(labels)
+
+
+def train_probe(train_tokens, train_labels, num_classes, config: ProbeConfig):
+    """An `AttentiveProbe` fitted on frozen tokens (AdamW, cross-entropy)."""
+    import keras
+
+    from vjepa2.models import AttentiveProbe
+
+    keras.utils.set_random_seed(config.seed)
+    dim = train_tokens.shape[-1]
+    heads = next(h for h in (4, 3, 2, 1) if dim % h == 0)
+    probe = AttentiveProbe(num_classes, dim, num_heads=heads, num_queries=config.num_queries)
+    probe.compile(optimizer=keras.optimizers.AdamW(config.lr, weight_decay=config.weight_decay),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  jit_compile=False)  # XLA compiles longer than this small model trains
+    probe.fit(train_tokens, train_labels, batch_size=config.batch_size, epochs=config.epochs,
+              shuffle=True, verbose=0)
+    return probe
+
+
+def score(probe, tokens, labels) -> dict:
+    """Top-1 accuracy with its 95% Wilson interval."""
+    logits = [np.asarray(probe(tokens[i:i + 256])) for i in range(0, len(tokens), 256)]
+    predicted = np.argmax(np.concatenate(logits), axis=-1)
+    correct = int(np.sum(predicted == labels))
+    return {"top1": correct / len(labels), "correct": correct, "items": int(len(labels)),
+            "ci95": list(wilson_interval(correct, len(labels)))}
+
+
+def probe(config: ProbeConfig, verbose: int = 1) -> dict:
+    """Runs the frozen evaluation; writes and returns the results dict.
+
+    Raises:
+        UsageError: a missing encoder or data, unlabelled rows, a single class.
+    """
+    import keras
+
+    from vjepa2.data.video import list_videos, write_video_csv
+    from vjepa2.files import check_output_folder, write_json
+
+    out = check_output_folder(config.out, "results.json")
+    encoder, kind = load_encoder(config.encoder)
+    train, heldout = split_items(list_videos(config.data), config.heldout, config.seed)
+    for name, rows in (("train", train), ("heldout", heldout)):
+        write_video_csv(out / f"{name}.csv", [p for p, _ in rows], [lab for _, lab in rows])
+    keras.utils.set_random_seed(config.seed)
+    encoders = {"pretrained": encoder}
+    if not config.no_baseline:
+        encoders["random_init"] = type(encoder).from_config(encoder.get_config())
+    started = time.time()
+    train_x, test_x, labels = {}, {}, {}
+    for split in ("train", "heldout"):
+        feats, labels[split] = encode_items(list(encoders.values()),
+                                            _dataset(kind, str(out / f"{split}.csv"), config))
+        (train_x if split == "train" else test_x).update(zip(encoders, feats))
+    num_classes = int(max(labels["train"].max(), labels["heldout"].max())) + 1
+    results = {"config": dataclasses.asdict(config), "kind": kind, "classes": num_classes,
+               "train_items": int(len(labels["train"])), "encode_seconds": time.time() - started}
+    for name in encoders:
+        fitted = train_probe(train_x[name], labels["train"], num_classes, config)
+        results[name] = score(fitted, test_x[name], labels["heldout"])
+        if verbose:
+            r = results[name]
+            print(f"probe {kind} {name}: top-1 {r['top1']:.3f} (95% CI {r['ci95'][0]:.3f}-"
+                  f"{r['ci95'][1]:.3f}) on {r['items']} held-out items", flush=True)
+    results["chance"] = float(np.bincount(labels["heldout"]).max() / len(labels["heldout"]))
+    write_json(out / "results.json", results)
+    return results
