@@ -96,3 +96,22 @@ class TransformerBlock(keras.layers.Layer):
                       layer_index=self.layer_index, qkv_bias=self.qkv_bias,
                       use_rope=self.use_rope, rope_layout=self.rope_layout)
         return config
+
+
+def remat_block(block, x, **kwargs):
+    """`block(x, **kwargs)`, rematerialized in the backward pass (gradient checkpointing).
+
+    On JAX the block's weights enter the checkpointed function as arguments (bound to the
+    block's variables by a `keras.StatelessScope` inside it): `keras.remat` (`jax.checkpoint`)
+    would otherwise see them as closed-over values and return no gradient for them. Elsewhere
+    `keras.remat` wraps the block as it is.
+    """
+    if keras.backend.backend() != "jax":
+        return keras.remat(block)(x, **kwargs)
+    variables = list(block.weights)
+
+    def run(values, inputs, call_kwargs):
+        with keras.StatelessScope(state_mapping=list(zip(variables, values))):
+            return block(inputs, **call_kwargs)
+
+    return keras.remat(run)([variable.value for variable in variables], x, kwargs)

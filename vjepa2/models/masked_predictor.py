@@ -4,7 +4,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from vjepa2.layers.block import TransformerBlock
+from vjepa2.layers.block import TransformerBlock, remat_block
 from vjepa2.layers.rope import check_rope_layout, rope_angles
 from vjepa2.layers.patch_embed import ids_to_positions
 from vjepa2.models.preset_io import PresetMixin
@@ -30,6 +30,10 @@ class MaskedPredictor(PresetMixin, keras.Model):
         rope_layout: `"rotation"` (true 3D rotation, the default for models trained here) or
             `"reference"` (the layout the released V-JEPA 2 weights were trained with; set by
             `vjepa2.convert`). Saved in the config, so a model loads with its own layout.
+        remat: rematerialize each transformer block in the backward pass (gradient
+            checkpointing, `keras.remat`): only block inputs are kept, activations inside a
+            block are recomputed; the same values and gradients for ~1/3 more compute and far
+            less activation memory (the reference turns it on for ViT-L and larger).
 
     Call arguments:
         context_tokens: (B, Nc, encoder_dim) encoder outputs at the visible positions.
@@ -45,7 +49,8 @@ class MaskedPredictor(PresetMixin, keras.Model):
     preset_key = "predictor"
 
     def __init__(self, encoder_dim=192, embed_dim=96, depth=4, num_heads=3, mlp_dim=384,
-                 num_mask_tokens=2, qkv_bias=True, rope_layout="rotation", **kwargs):
+                 num_mask_tokens=2, qkv_bias=True, rope_layout="rotation", remat=False,
+                 **kwargs):
         super().__init__(**kwargs)
         if embed_dim % num_heads:
             raise ValueError(f"num_heads must divide embed_dim; received embed_dim={embed_dim}, "
@@ -60,6 +65,7 @@ class MaskedPredictor(PresetMixin, keras.Model):
         self.num_mask_tokens = num_mask_tokens
         self.qkv_bias = qkv_bias
         self.rope_layout = check_rope_layout(rope_layout)
+        self.remat = bool(remat)
         self.embed = keras.layers.Dense(
             embed_dim, name="embed",
             kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02))
@@ -102,7 +108,7 @@ class MaskedPredictor(PresetMixin, keras.Model):
         rope = rope_angles(positions, self.embed_dim // self.num_heads,
                            layout=self.rope_layout)
         for block in self.blocks:
-            x = block(x, rope=rope)
+            x = remat_block(block, x, rope=rope) if self.remat else block(x, rope=rope)
         x = self.norm(x[:, num_context:])
         return self.head(x)
 
@@ -111,5 +117,5 @@ class MaskedPredictor(PresetMixin, keras.Model):
         config.update(encoder_dim=self.encoder_dim, embed_dim=self.embed_dim, depth=self.depth,
                       num_heads=self.num_heads, mlp_dim=self.mlp_dim,
                       num_mask_tokens=self.num_mask_tokens, qkv_bias=self.qkv_bias,
-                      rope_layout=self.rope_layout)
+                      rope_layout=self.rope_layout, remat=self.remat)
         return config
