@@ -9,6 +9,7 @@ instant.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from vjepa2.errors import UsageError
 
 TASK_HELP = "reach, push, grasp, reach_with_object or pick_and_place"
 VARIATIONS = ("train", "wide", "heldout")
+VIDEOS_MARKER = "videos.json"
 
 
 def _positive_int(text: str) -> int:
@@ -50,9 +52,14 @@ def _cmd_collect(args: argparse.Namespace) -> int:
 
 def _cmd_make_videos(args: argparse.Namespace) -> int:
     from vjepa2.data.synthetic import generate_videos
+    from vjepa2.files import check_output_folder, write_json
 
-    paths = generate_videos(args.out, args.count, frames=args.frames, size=args.size,
+    out = check_output_folder(args.out, VIDEOS_MARKER)
+    settings = {"count": args.count, "frames": args.frames, "size": args.size, "fps": args.fps,
+                "seed": args.seed}
+    paths = generate_videos(out, args.count, frames=args.frames, size=args.size,
                             fps=args.fps, seed=args.seed)
+    write_json(out / VIDEOS_MARKER, settings)  # marks the folder as make-videos' own
     print(f"wrote {len(paths)} videos to {args.out}")
     return 0
 
@@ -424,7 +431,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _exit_now(code: int) -> None:
+    """Ends the process without interpreter teardown.
+
+    A write that met a full disk midway can leave a library in a state it cannot leave
+    cleanly: HDF5 keeps the half-written weights file open with metadata it cannot flush, and
+    its exit handler then prints "Exception ignored" tracebacks or crashes (segmentation fault).
+    Completed work is already on disk and the error is reported, so nothing is lost by exiting
+    at once.
+    """
+    sys.unraisablehook = lambda unraisable: None
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Runs one command; returns its exit code.
+
+    Exit codes: 0 done; 1 the run could not finish (diverged, incomplete, a full disk: one
+    line naming the path and the space needed; completed work is kept); 2 bad input (one line);
+    130 interrupted. Called with `argv=None` (the program), a full disk ends the process at once
+    after its line (`_exit_now`).
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -432,8 +461,18 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as error:
         print(f"vjepa2 {args.command}: error: {error}", file=sys.stderr)
         return 2
-    except RuntimeError as error:  # a run that cannot continue (diverged, incomplete stage)
-        print(f"vjepa2 {args.command}: error: {error}", file=sys.stderr)
+    except Exception as error:
+        from vjepa2.files import as_disk_full, is_disk_full
+
+        if not is_disk_full(error):
+            if isinstance(error, RuntimeError):  # a run that cannot continue
+                print(f"vjepa2 {args.command}: error: {error}", file=sys.stderr)
+                return 1
+            raise
+        full = as_disk_full(error, getattr(args, "out", None) or ".")
+        print(f"vjepa2 {args.command}: error: {full}", file=sys.stderr)
+        if argv is None:  # the program itself (not a caller of main): end here
+            _exit_now(1)
         return 1
     except KeyboardInterrupt:
         print(f"vjepa2 {args.command}: interrupted; completed work is kept", file=sys.stderr)

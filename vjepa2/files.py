@@ -9,19 +9,30 @@ One implementation of each of the project's file rules:
   damaged line before the end is an error.
 - `check_settings`: a folder records the settings it was made with; a re-run (resume) must
   agree on each of them, field by field, or gets one line naming the field and both values.
+- `check_output_folder`: one command never writes into a file or another command's folder; the
+  temp files and folders that killed writes left in its own folder are removed on opening it.
+- `temp_path` / `remove_stale_temps`: every writer names its temp files and folders
+  `.NAME.XXXXXXXX.tmp` (or `.NAME.tmpPID`), so one rule finds what a kill left behind.
+- `disk_full_guard`: a full disk becomes one `DiskFullError` naming the path and the space
+  the write needed, whatever library met it (OSError, h5py, TensorFlow); `ensure_free_space`
+  refuses a large write of known size up front.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import math
 import os
+import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
-from vjepa2.errors import UsageError
+from vjepa2.errors import DiskFullError, UsageError
 
 
 def jsonable(value: Any) -> Any:
@@ -51,18 +62,19 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
         `path` as a `Path`.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = data.encode() if isinstance(data, str) else bytes(data)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with disk_full_guard(path, len(payload)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(payload)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
     return path
 
 
@@ -71,13 +83,24 @@ def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 1) -> Pat
     return atomic_write(path, json.dumps(jsonable(obj), indent=indent) + "\n")
 
 
-def append_line(path: str | os.PathLike, obj: Any) -> None:
-    """Appends `obj` as one JSON line and fsyncs, so a finished record survives a crash."""
-    line = (json.dumps(jsonable(obj)) + "\n").encode()
-    with open(path, "ab") as handle:
-        handle.write(line)
-        handle.flush()
-        os.fsync(handle.fileno())
+def append_line(path: str | os.PathLike, obj: Any, sync: bool = True) -> None:
+    """Appends `obj` as one JSON line and fsyncs, so a finished record survives a crash.
+
+    A full disk raises `DiskFullError` and leaves no partial line. `sync=False` skips the fsync
+    (per-step metrics, where a lost last line is re-made by the resume). A `str` is written as
+    the line itself (already serialized).
+    """
+    line = ((obj if isinstance(obj, str) else json.dumps(jsonable(obj))) + "\n").encode()
+    with disk_full_guard(path, len(line)), open(path, "ab") as handle:
+        size = handle.tell()
+        try:
+            handle.write(line)
+            handle.flush()
+            if sync:
+                os.fsync(handle.fileno())
+        except OSError:
+            handle.truncate(size)  # no torn line left by a full disk
+            raise
 
 
 def read_jsonl(path: str | os.PathLike, *, repair: bool = True) -> tuple[list, bool]:
@@ -148,17 +171,166 @@ def check_settings(path: str | os.PathLike, wanted: dict, *, what: str,
     return True
 
 
+# ------------------------------------------------------------------------ temps and full disks
+
+# Temp files and folders of this project's writers: `.NAME.XXXXXXXX.tmp` (atomic_write,
+# temp_path), `.NAME.tmpPID` (episode and video files); `.NAME.old.tmp` holds a folder's previous
+# version for the moment it is swapped (restored if NAME is missing).
+_TEMP_NAME = re.compile(r"^\..+\.tmp\d*$")
+_OLD_SUFFIX = ".old.tmp"
+
+
+def temp_path(parent: str | os.PathLike, name: str, folder: bool = False) -> Path:
+    """A new, unique temp file (or folder) for writing `parent/name`, in `parent`.
+
+    Its name, `.NAME.XXXXXXXX.tmp`, is what `remove_stale_temps` removes after a kill.
+    """
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    if folder:
+        return Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=parent))
+    fd, path = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=parent)
+    os.close(fd)
+    return Path(path)
+
+
+def old_path(path: str | os.PathLike) -> Path:
+    """Where a folder's previous version waits while a new one replaces it."""
+    path = Path(path)
+    return path.with_name(f".{path.name}{_OLD_SUFFIX}")
+
+
+def remove_stale_temps(folder: str | os.PathLike, depth: int = 2) -> list[Path]:
+    """Removes the temp files and folders that killed writes left in `folder`.
+
+    Looks `depth` levels down. A folder's previous version (`.NAME.old.tmp`) whose `NAME` is
+    missing (a kill between the two renames of a swap) is renamed back instead of removed.
+    Call it only on a folder no other process is writing into.
+
+    Returns:
+        The paths removed or restored.
+    """
+    folder = Path(folder)
+    found: list[Path] = []
+    if not folder.is_dir() or depth < 1:
+        return found
+    for entry in sorted(folder.iterdir()):
+        if _TEMP_NAME.match(entry.name):
+            if entry.name.endswith(_OLD_SUFFIX) and entry.is_dir():
+                original = entry.with_name(entry.name[1:-len(_OLD_SUFFIX)])
+                if not original.exists():
+                    os.replace(entry, original)
+                    found.append(entry)
+                    continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            found.append(entry)
+        elif entry.is_dir() and not entry.is_symlink() and not entry.name.startswith("."):
+            found += remove_stale_temps(entry, depth - 1)
+    return found
+
+
+def is_disk_full(error: BaseException | None) -> bool:
+    """Whether `error` (or an error it was raised from) is a full disk (ENOSPC).
+
+    Knows `OSError` with `errno.ENOSPC` and the messages h5py ("errno = 28") and TensorFlow
+    ("No space left on device") put in their own exception types.
+    """
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, DiskFullError):
+            return True
+        if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+            return True
+        text = str(error)
+        if "No space left on device" in text or "errno = 28" in text:
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def as_disk_full(error: BaseException, path: str | os.PathLike) -> DiskFullError:
+    """The `DiskFullError` in `error`'s chain, or one made for `path` (the error's own file
+    name when it has one); for a caller that met a full disk outside `disk_full_guard`."""
+    seen = set()
+    link: BaseException | None = error
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        if isinstance(link, DiskFullError):
+            return link
+        if isinstance(link, OSError) and link.filename:
+            path = link.filename
+        link = link.__cause__ or link.__context__
+    return DiskFullError(path, None, free_bytes(path))
+
+
+def free_bytes(path: str | os.PathLike) -> int | None:
+    """Bytes free to this user on the file system holding `path` (or its nearest parent)."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return None
+
+
+@contextlib.contextmanager
+def disk_full_guard(path: str | os.PathLike, needed=None, at_least: bool = False):
+    """Turns a full disk met inside the block into `DiskFullError(path, needed, free)`, `free`
+    being the space there was when the block began.
+
+    Args:
+        path: what the block writes, named in the message.
+        needed: bytes the write needs, or a function returning them when the error is seen
+            (for a writer that learns the size only as it writes), or None.
+        at_least: `needed` is a lower bound.
+
+    The block cleans up its own temp files (a `finally`); any other error passes unchanged.
+    """
+    free = free_bytes(path)  # before the write: what the message compares `needed` with
+    try:
+        yield
+    except DiskFullError:
+        raise
+    except Exception as error:
+        if not is_disk_full(error):
+            raise
+        size = needed() if callable(needed) else needed
+        raise DiskFullError(path, size, free, at_least) from error
+
+
+
+def ensure_free_space(path: str | os.PathLike, needed: int, margin: float = 1.05) -> None:
+    """Raises `DiskFullError` before a large write that cannot fit on `path`'s file system.
+
+    A writer that knows its size asks first: HDF5 (Keras weights) meeting a full disk midway
+    leaves objects that fail again when freed, printing tracebacks and, at exit, crashing in
+    HDF5's teardown. A disk that fills during the write is still caught by `disk_full_guard`.
+    """
+    free = free_bytes(path)
+    if free is not None and free < needed * margin:
+        raise DiskFullError(path, needed, free)
+
+
 # What each command leaves in its output folder, so that one command refuses another's folder.
 FOLDER_MARKERS = {
     "evaluation.json": "an evaluation (vjepa2 evaluate)",
     "collect.json": "a log collection (vjepa2 collect)",
     "checkpoints": "a training run (vjepa2 pretrain / finetune-ac)",
     "demo.json": "a demo (vjepa2 demo)",
+    "videos.json": "generated videos (vjepa2 make-videos)",
 }
 
 
 def check_output_folder(out: str | os.PathLike, marker: str, flag: str = "--out") -> Path:
     """Refuses an output path that is a file or holds another command's output.
+
+    A folder this command may use (new, empty, or its own) is cleaned of the temp files that
+    killed writes left (`remove_stale_temps`).
 
     Args:
         out: the output folder (it need not exist).
@@ -179,4 +351,5 @@ def check_output_folder(out: str | os.PathLike, marker: str, flag: str = "--out"
         for other, what in FOLDER_MARKERS.items():
             if other != marker and (out / other).exists():
                 raise UsageError(f"{flag} {out} holds {what}; choose another folder")
+    remove_stale_temps(out)
     return out

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from vjepa2.files import disk_full_guard
+
 DATASET_NAME = "rlds"
 EPISODES_DIR = "episodes"
 
@@ -151,13 +153,14 @@ def write_episode_file(path: str | os.PathLike, features, episode: dict) -> Path
     path.parent.mkdir(parents=True, exist_ok=True)
     record = features.serialize_example(episode)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with tf.io.TFRecordWriter(str(tmp)) as writer:
-            writer.write(record)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with disk_full_guard(path, len(record)):
+        try:
+            with tf.io.TFRecordWriter(str(tmp)) as writer:
+                writer.write(record)
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
     return path
 
 

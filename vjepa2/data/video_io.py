@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from vjepa2.files import disk_full_guard
+
 
 def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = 4.0) -> Path:
     """Writes `frames` (T, H, W, 3) uint8 as an H.264 (or MPEG-4) mp4, atomically.
@@ -30,26 +32,30 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = 4.0) -
     if h % 2 or w % 2:
         frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
     rate = max(1, int(round(fps)))
-    try:
-        with av.open(str(tmp), mode="w", format="mp4") as container:
-            codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
-            stream = container.add_stream(codec, rate=rate)
-            stream.width = frames.shape[2]
-            stream.height = frames.shape[1]
-            stream.pix_fmt = "yuv420p"
-            if codec == "libx264":
-                stream.options = {"crf": "18", "preset": "veryfast"}
-            else:
-                stream.bit_rate = 4_000_000
-            for frame in frames:
-                for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+    written = [0]  # the size reached when a full disk stopped the write
+    with disk_full_guard(path, lambda: written[0], at_least=True):
+        try:
+            with av.open(str(tmp), mode="w", format="mp4") as container:
+                codec = "libx264" if "libx264" in av.codecs_available else "mpeg4"
+                stream = container.add_stream(codec, rate=rate)
+                stream.width = frames.shape[2]
+                stream.height = frames.shape[1]
+                stream.pix_fmt = "yuv420p"
+                if codec == "libx264":
+                    stream.options = {"crf": "18", "preset": "veryfast"}
+                else:
+                    stream.bit_rate = 4_000_000
+                for frame in frames:
+                    image = av.VideoFrame.from_ndarray(frame, format="rgb24")
+                    for packet in stream.encode(image):
+                        container.mux(packet)
+                for packet in stream.encode():
                     container.mux(packet)
-            for packet in stream.encode():
-                container.mux(packet)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                written[0] = tmp.stat().st_size
+                tmp.unlink()
     return path
 
 

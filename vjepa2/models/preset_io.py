@@ -5,12 +5,14 @@ A preset folder holds `config.json` (the Keras-serialized model config) and `mod
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import keras
+
+from vjepa2.files import disk_full_guard, ensure_free_space, old_path, temp_path
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
@@ -63,22 +65,26 @@ class PresetMixin:
     def save_to_preset(self, directory):
         """Writes `config.json` and `model.weights.h5` into `directory`, atomically."""
         directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-        try:
-            config = keras.saving.serialize_keras_object(self)
-            (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2))
-            self.save_weights(str(tmp / WEIGHTS_FILE))
-            if directory.exists():
-                old = directory.with_name(f".{directory.name}.old")
-                if old.exists():
+        needed = sum(math.prod(w.shape) * 4 for w in self.weights)
+        ensure_free_space(directory, needed)
+        with disk_full_guard(directory, needed):
+            tmp = temp_path(directory.parent, directory.name, folder=True)
+            try:
+                config = keras.saving.serialize_keras_object(self)
+                (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+                self.save_weights(str(tmp / WEIGHTS_FILE))
+                if directory.exists():
+                    # A kill between the two renames leaves `old`, which the next opening
+                    # of the folder renames back (vjepa2.files.remove_stale_temps).
+                    old = old_path(directory)
+                    if old.exists():
+                        shutil.rmtree(old)
+                    os.replace(directory, old)
+                    os.replace(tmp, directory)
                     shutil.rmtree(old)
-                os.replace(directory, old)
-                os.replace(tmp, directory)
-                shutil.rmtree(old)
-            else:
-                os.replace(tmp, directory)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
+                else:
+                    os.replace(tmp, directory)
+            finally:
+                if tmp.exists():
+                    shutil.rmtree(tmp)
         return directory

@@ -3,21 +3,22 @@
 Layout of a run folder's `checkpoints/`:
     ckpt-00000100/ model.weights.h5, optimizer.npz, state.json
     latest         the name of the newest complete checkpoint
-A checkpoint folder is written under a temporary name and renamed when complete, then `latest`
-is replaced atomically, so a crash or an interrupt at any point leaves the previous checkpoint
-intact and `latest` never names a partial one.
+A checkpoint folder is written under a temporary name (`.ckpt-00000100.XXXXXXXX.tmp`) and
+renamed when complete, then `latest` is replaced atomically, so a crash or an interrupt at any
+point leaves the previous checkpoint intact and `latest` never names a partial one. The temp
+folders a kill leaves are removed by the next save (and when the run folder is next opened); a
+full disk raises `DiskFullError` naming the space the checkpoint needs.
 """
 from __future__ import annotations
 
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from vjepa2.files import atomic_write
+from vjepa2.files import atomic_write, disk_full_guard, ensure_free_space, temp_path
 
 WEIGHTS = "model.weights.h5"
 OPTIMIZER = "optimizer.npz"
@@ -51,26 +52,55 @@ class CheckpointManager:
         return None if path is None else json.loads((path / STATE).read_text())
 
     def save(self, model, optimizer, step: int, state: dict) -> Path:
-        """Writes checkpoint `step` atomically and prunes old ones; returns its folder."""
+        """Writes checkpoint `step` atomically and prunes old ones; returns its folder.
+
+        Raises:
+            DiskFullError: the disk filled; the previous checkpoint and `latest` are intact and
+                the partial folder is removed.
+        """
         self.directory.mkdir(parents=True, exist_ok=True)
+        self.remove_partial()
         name = f"ckpt-{int(step):08d}"
         final = self.directory / name
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=self.directory))
-        try:
-            model.save_weights(str(tmp / WEIGHTS))
-            values = {f"v{i:05d}": np.asarray(v.numpy() if hasattr(v, "numpy") else v)
-                      for i, v in enumerate(optimizer.variables)}
-            np.savez(tmp / OPTIMIZER, **values)
-            (tmp / STATE).write_text(json.dumps({**state, "step": int(step)}, indent=2))
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
+        values = {f"v{i:05d}": np.asarray(v.numpy() if hasattr(v, "numpy") else v)
+                  for i, v in enumerate(optimizer.variables)}
+        # Asked up front (HDF5 meeting a full disk midway fails messily). Keras writes the
+        # optimizer's variables into the weights file too, hence twice; once there is a
+        # checkpoint, its size is the estimate.
+        estimate = sum(int(np.prod(w.shape)) * 4 for w in model.weights)
+        estimate += 2 * sum(v.nbytes for v in values.values())
+        needed = max(estimate, self._size_of_latest())
+        ensure_free_space(final, needed)
+        with disk_full_guard(final, needed):
+            tmp = temp_path(self.directory, name, folder=True)
+            try:
+                model.save_weights(str(tmp / WEIGHTS))
+                np.savez(tmp / OPTIMIZER, **values)
+                (tmp / STATE).write_text(json.dumps({**state, "step": int(step)}, indent=2))
+                if final.exists():
+                    shutil.rmtree(final)
+                os.replace(tmp, final)
+            finally:
+                if tmp.exists():
+                    shutil.rmtree(tmp)
         atomic_write(self.directory / "latest", name + "\n")
         self._prune(keep_name=name)
         return final
+
+    def _size_of_latest(self) -> int:
+        """Bytes of the newest checkpoint: the best estimate of the next one's size."""
+        path = self.directory / "latest"
+        folder = self.directory / path.read_text().strip() if path.is_file() else None
+        if folder is None or not folder.is_dir():
+            return 0
+        return sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+
+    def remove_partial(self) -> list[Path]:
+        """Removes the temp folders of checkpoint writes that were killed midway."""
+        partial = [p for p in self.directory.glob(".ckpt-*") if p.is_dir()]
+        for path in partial:
+            shutil.rmtree(path, ignore_errors=True)
+        return partial
 
     def _prune(self, keep_name):
         checkpoints = sorted(p for p in self.directory.glob("ckpt-*") if p.is_dir())
