@@ -30,7 +30,7 @@ from typing import Callable
 import numpy as np
 
 from vjepa2.errors import UsageError
-from vjepa2.files import check_output_folder, check_settings
+from vjepa2.files import check_output_folder, check_settings, is_disk_full
 
 ENV_STEP_SECONDS = 0.04  # 20 MuJoCo steps of 2 ms per env step
 MANIFEST = "collect.json"
@@ -168,11 +168,15 @@ def run_episode(env, policy, config: CollectConfig, episode_id: int) -> dict:
 _WORKER: dict = {}
 
 
-def _init_worker(config: CollectConfig, out: str, videos: bool) -> None:
+def _init_worker(config: CollectConfig, out: str, videos: bool, parent_pid: int) -> None:
     import gymnasium as gym
 
     import envs
     from envs.policies import make_policy
+    from vjepa2.processes import die_with_parent
+
+    # A driver killed with SIGKILL runs no cleanup: the worker ends itself (no orphans).
+    die_with_parent(parent_pid)
 
     env = gym.make(envs.TASKS[config.env_task].env_id, variation=config.variation,
                    image_size=config.image_size)
@@ -277,17 +281,20 @@ def _run_workers(config, out, videos, workers, todo, episode_fn, features, done,
     """Runs `todo` in spawned worker processes and writes each finished episode here."""
     from vjepa2.data import rlds
 
-    # Always in worker processes, even for one worker: this process has TensorFlow.
+    # Always in worker processes, even for one worker: this process has TensorFlow. The workers
+    # are started from this thread, which outlives them (so their parent-death signal is safe).
     context = multiprocessing.get_context("spawn")
     with futures.ProcessPoolExecutor(
         max_workers=min(workers, len(todo)), mp_context=context,
-        initializer=_init_worker, initargs=(config, str(out), videos),
+        initializer=_init_worker, initargs=(config, str(out), videos, os.getpid()),
     ) as pool:
         pending = {pool.submit(_collect_one, i, episode_fn): i for i in todo}
         try:
             for future in futures.as_completed(pending):
                 episode_id = pending[future]
                 error = future.exception()
+                if error is not None and is_disk_full(error):
+                    raise error  # every later write would fail the same way
                 if error is not None:
                     failed(episode_id, error)
                     continue

@@ -17,7 +17,8 @@ How the child is started, and why:
   JAX by default) was imported on the way, and fails with a clear error if one was.
 - The child ignores Ctrl-C (the terminal sends SIGINT to the whole process group); the parent
   handles the interrupt and closes the child. If the parent dies, the child reads end-of-file
-  on its socket and exits.
+  on its socket and exits; a child busy in a long call is ended by `vjepa2.processes`'
+  watchdog (and, for a RemoteEnv made on the main thread, the kernel's parent-death signal).
 
 A child that crashes (segfault, `os._exit`, killed) makes the pending call raise
 `RemoteEnvError` naming its exit code or signal, within `poll_interval` seconds; a call that
@@ -42,6 +43,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import traceback
 import weakref
@@ -166,7 +168,11 @@ def _serve(fd: int) -> None:
     server = None
     try:
         try:
-            server = _Server(conn.recv())
+            spec = conn.recv()
+            from vjepa2.processes import die_with_parent  # standard library only
+
+            die_with_parent(spec["parent_pid"], pdeathsig=spec["pdeathsig"])
+            server = _Server(spec)
             conn.send(("ok", server.describe()))
         except Exception as error:  # noqa: BLE001 - reported to the parent, then exit
             conn.send(_error_payload(error))
@@ -266,6 +272,9 @@ class RemoteEnv(gymnasium.Env):
             "policy": child_policy,
             "policy_kwargs": dict(child_policy_kwargs or {}),
             "forbid_modules": tuple(forbid_modules),
+            "parent_pid": os.getpid(),
+            # The kernel signal follows the starting thread: safe only from the main thread.
+            "pdeathsig": threading.current_thread() is threading.main_thread(),
         }
         parent_sock, child_sock = socket.socketpair()
         try:
