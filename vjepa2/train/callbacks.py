@@ -1,6 +1,7 @@
-"""Keras callbacks shared by the training commands: metrics log, checkpoints, NaN guard."""
+"""Keras callbacks shared by the training commands: metrics log, checkpoints, divergence guard."""
 from __future__ import annotations
 
+import collections
 import json
 import math
 import time
@@ -9,7 +10,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from vjepa2.files import atomic_write, read_jsonl
+from vjepa2.files import append_line, atomic_write, read_jsonl
 
 
 def _step_of(model) -> int:
@@ -45,37 +46,97 @@ class MetricsLogger(keras.callbacks.Callback):
         record = {"step": self.step, "time": round(time.time() - self._t0, 3)}
         for key, value in (logs or {}).items():
             record[key] = float(np.asarray(value))
-        # Open per line: an interrupt or a crash never leaves a handle or a partial line.
-        with self.path.open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        # Open per line: an interrupt or a crash never leaves a handle; a full disk no partial
+        # line. Not fsynced: lines past the last checkpoint are dropped on resume anyway.
+        append_line(self.path, json.dumps(record), sync=False)  # NaN stays NaN
 
 
-class NaNGuard(keras.callbacks.Callback):
-    """Stops training at the first non-finite loss and remembers the step."""
+class DivergenceGuard(keras.callbacks.Callback):
+    """Stops training at a non-finite loss, or at a loss that stays far above its running median.
 
-    def __init__(self, start_step=0):
+    A loss above `factor` times the median of the last `window` healthy losses for `patience`
+    steps in a row is a divergence (a loss of 4e10 after a median of 0.5 is finite but the run
+    is lost). Steps of such a streak are *suspect*: `PeriodicCheckpoint` writes no checkpoint
+    during one, so the checkpoint kept is the last one before the divergence began. The median
+    is trusted once `min_history` healthy losses are known (a resume passes the logged ones).
+
+    Args:
+        start_step: the step training resumes from.
+        factor: how many times the running median counts as far above it; 0 turns the median
+            rule off (only NaN/inf stops).
+        patience: steps in a row above it that stop the run.
+        window: healthy losses the median is taken over.
+        min_history: healthy losses needed before the median rule applies.
+        history: losses of the steps before `start_step` (oldest first), from `metrics.jsonl`.
+    """
+
+    def __init__(self, start_step=0, factor=10.0, patience=5, window=100, min_history=10,
+                 history=()):
         super().__init__()
         self.step = int(start_step)
+        self.factor = float(factor)
+        self.patience = max(1, int(patience))
+        self.min_history = int(min_history)
+        self.history = collections.deque(
+            (float(h) for h in history if h is not None and math.isfinite(h)), maxlen=window)
+        self.streak = 0
         self.bad_step = None
+        self.message = None
+
+    @property
+    def suspect(self) -> bool:
+        """Whether the latest losses are above the divergence threshold (not yet `patience`)."""
+        return self.streak > 0
 
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
         loss = float(np.asarray((logs or {}).get("loss", 0.0)))
         if not math.isfinite(loss):
-            self.bad_step = self.step
-            self.model.stop_training = True
+            self._stop(f"loss became NaN/inf at step {self.step}")
+            return
+        if self.factor > 0 and len(self.history) >= self.min_history:
+            median = float(np.median(self.history))
+            if median > 0 and loss > self.factor * median:
+                self.streak += 1
+                if self.streak >= self.patience:
+                    self._stop(f"loss diverged at step {self.step}: {loss:.4g}, above "
+                               f"{self.factor:g} x its running median {median:.4g} for "
+                               f"{self.streak} steps in a row")
+                return
+        self.streak = 0
+        self.history.append(loss)
+
+    def _stop(self, message):
+        self.bad_step = self.step
+        self.message = message
+        self.model.stop_training = True
+
+
+def stopped_message(guard: DivergenceGuard, manager, hint: str) -> str:
+    """The one-line reason a guarded run stopped, naming the checkpoint kept."""
+    kept = manager.latest_state()
+    return (f"{guard.message}; training stopped. The last good checkpoint (step "
+            f"{kept['step'] if kept else 'none'}) is kept in {manager.directory}. {hint}")
+
+
+def logged_losses(path, up_to_step: int, count: int = 100) -> list[float]:
+    """The last `count` losses of `metrics.jsonl` at steps <= `up_to_step` (for a resume)."""
+    records, _ = read_jsonl(path, repair=False)
+    return [r["loss"] for r in records if r.get("step", 0) <= up_to_step
+            and isinstance(r.get("loss"), (int, float))][-count:]
 
 
 class PeriodicCheckpoint(keras.callbacks.Callback):
-    """Saves a checkpoint every `every` steps and at the end, unless a `NaNGuard` fired.
+    """Saves a checkpoint every `every` steps and at the end, unless a `DivergenceGuard` fired.
 
     Args:
         save_fn: `save_fn(model, step)` writes the checkpoint. The model is taken from
             `self.model`, which on JAX first syncs the training state into the variables.
         every: steps between checkpoints.
         start_step: the step training resumes from.
-        nan_guard: a `NaNGuard` placed before this callback; no checkpoint is written once it
-            has seen a non-finite loss, so the last good one is kept.
+        nan_guard: a `DivergenceGuard` placed before this callback; no checkpoint is written
+            once it has stopped the run, nor while its losses are suspect, so the last good one
+            is kept.
     """
 
     def __init__(self, save_fn, every, start_step=0, nan_guard=None):
@@ -86,12 +147,13 @@ class PeriodicCheckpoint(keras.callbacks.Callback):
         self.last_saved = int(start_step)
         self.nan_guard = nan_guard
 
-    def _ok(self):
-        return self.nan_guard is None or self.nan_guard.bad_step is None
+    def _ok(self, suspect_too=False):
+        guard = self.nan_guard
+        return guard is None or (guard.bad_step is None and not (suspect_too and guard.suspect))
 
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
-        if self.step % self.every == 0 and self._ok():
+        if self.step % self.every == 0 and self._ok(suspect_too=True):
             self.save_fn(self.model, self.step)
             self.last_saved = self.step
 
@@ -129,9 +191,16 @@ class ProgressPrinter(keras.callbacks.Callback):
             self._progress.close()
 
 
+def make_guard(out, config, start_step) -> DivergenceGuard:
+    """The divergence guard of a run from its config, with the logged losses of a resume."""
+    history = logged_losses(out / "metrics.jsonl", start_step) if start_step else ()
+    return DivergenceGuard(start_step, factor=config.divergence_factor,
+                           patience=config.divergence_steps, history=history)
+
+
 def training_callbacks(out, config, start_step, save, nan_guard, verbose, desc) -> list:
-    """The callbacks both training commands run: the NaN guard, the metrics log, periodic
-    checkpoints, TensorBoard (TensorFlow backend) and, when `verbose`, progress."""
+    """The callbacks both training commands run: the divergence guard, the metrics log,
+    periodic checkpoints, TensorBoard (TensorFlow backend) and, when `verbose`, progress."""
     callbacks = [nan_guard, MetricsLogger(out / "metrics.jsonl", start_step),
                  PeriodicCheckpoint(save, config.checkpoint_every, start_step, nan_guard)]
     if keras.backend.backend() == "tensorflow":

@@ -11,6 +11,13 @@ def opt(default=dataclasses.MISSING, help: str = "", **metadata):
     return dataclasses.field(default=default, metadata={"help": help, **metadata})
 
 
+# The divergence guard's fields (vjepa2.train.callbacks.DivergenceGuard), the same in every
+# training config.
+DIVERGENCE_FACTOR_HELP = ("stop when the loss stays above this multiple of its running median "
+                          "(0: stop only on NaN/inf)")
+DIVERGENCE_STEPS_HELP = "steps in a row above that bound which stop the run"
+
+
 def check(condition: bool, message: str) -> None:
     """Raises `UsageError(message)` unless `condition`."""
     if not condition:
@@ -19,7 +26,8 @@ def check(condition: bool, message: str) -> None:
 
 class TrainingConfigMixin:
     """For frozen config dataclasses with the fields steps, batch_size, lr, start_lr, final_lr,
-    warmup_steps, decay_steps, weight_decay, clip_grad, checkpoint_every and precision.
+    warmup_steps, decay_steps, weight_decay, clip_grad, checkpoint_every, divergence_factor,
+    divergence_steps and precision.
 
     `warmup_steps` and `decay_steps` of None default to 10% and 20% of `steps`
     (`resolved_schedule()`).
@@ -36,6 +44,10 @@ class TrainingConfigMixin:
               f"clip_grad must be > 0; received {self.clip_grad}")
         check(self.checkpoint_every > 0,
               f"checkpoint_every must be > 0; received {self.checkpoint_every}")
+        check(self.divergence_factor == 0 or self.divergence_factor > 1,
+              f"divergence_factor must be > 1 (or 0: off); received {self.divergence_factor}")
+        check(self.divergence_steps >= 1,
+              f"divergence_steps must be >= 1; received {self.divergence_steps}")
         check(self.precision in ("auto", "float32", "mixed_bfloat16"),
               f"precision must be auto, float32 or mixed_bfloat16; received {self.precision!r}")
         warmup, decay = self.resolved_schedule()

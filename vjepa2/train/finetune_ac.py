@@ -21,8 +21,10 @@ import time
 from pathlib import Path
 
 from vjepa2.errors import UsageError
-from vjepa2.train.config import TrainingConfigMixin, check, opt
-from vjepa2.train.run_folder import CONFIG_FILE, check_run_folder, resolve_precision
+from vjepa2.train.config import (DIVERGENCE_FACTOR_HELP, DIVERGENCE_STEPS_HELP,
+                                 TrainingConfigMixin, check, opt)
+from vjepa2.train.run_folder import (CONFIG_FILE, check_run_folder, record_settings,
+                                     resolve_precision)
 
 KEYMAPS = ("default", "droid")
 # This project's Fetch logs (envs.collect.ACTION_CONVENTION): xyz actions are end-effector
@@ -59,6 +61,8 @@ class FinetuneACConfig(TrainingConfigMixin):
     weight_decay: float = opt(0.04, "AdamW weight decay")
     clip_grad: float | None = opt(None, "global gradient-norm clip (default: none)")
     checkpoint_every: int = opt(100, "steps between checkpoints")
+    divergence_factor: float = opt(10.0, DIVERGENCE_FACTOR_HELP)
+    divergence_steps: int = opt(5, DIVERGENCE_STEPS_HELP)
     seed: int = opt(0, "random seed")
     precision: str = opt("auto", "auto: mixed_bfloat16 where a GPU is present, else float32",
                          choices=("auto", "float32", "mixed_bfloat16"))
@@ -253,13 +257,12 @@ def finetune_ac(config: FinetuneACConfig, resume: bool = False, verbose: int = 1
 
     Raises:
         UsageError: bad input (paths, values, a run folder in the way, an empty dataset).
-        RuntimeError: the loss became NaN (the last good checkpoint is kept).
+        RuntimeError: the loss became NaN/inf or diverged (the last good checkpoint is kept).
     """
     import keras
 
     from vjepa2.models.world_model import save_world_model
-    from vjepa2.train.callbacks import NaNGuard, training_callbacks
-    from vjepa2.files import atomic_write
+    from vjepa2.train.callbacks import make_guard, stopped_message, training_callbacks
 
     resolve_encoder_dir(config.encoder)  # bad paths fail before anything is built
     keymap, convention_overrides = resolve_keymap(config.keymap)
@@ -275,9 +278,8 @@ def finetune_ac(config: FinetuneACConfig, resume: bool = False, verbose: int = 1
     conventions = make_conventions(config, keymap, convention_overrides, action_dim, state_dim,
                                    height)
     out.mkdir(parents=True, exist_ok=True)
-    if state is None:
-        atomic_write(out / CONFIG_FILE, json.dumps(
-            {**config.to_json(), "predictor_overrides": predictor_overrides or {}}, indent=2))
+    record_settings(out, {**config.to_json(), "predictor_overrides": predictor_overrides or {}},
+                    None if state is None else state["step"])
     precision = resolve_precision(config.precision)
     keras.mixed_precision.set_global_policy(precision)
     keras.utils.set_random_seed(config.seed)
@@ -300,8 +302,8 @@ def finetune_ac(config: FinetuneACConfig, resume: bool = False, verbose: int = 1
     def save(model, step):
         manager.save(model, model.optimizer, step, {"data_index": step * config.batch_size})
 
-    nan_guard = NaNGuard(start_step)
-    callbacks = training_callbacks(out, config, start_step, save, nan_guard, verbose,
+    guard = make_guard(out, config, start_step)
+    callbacks = training_callbacks(out, config, start_step, save, guard, verbose,
                                    "finetune-ac") + list(extra_callbacks)
     if verbose:
         print(f"fine-tuning a {config.preset} action-conditioned predictor on {config.logs}: "
@@ -314,12 +316,8 @@ def finetune_ac(config: FinetuneACConfig, resume: bool = False, verbose: int = 1
                 callbacks=callbacks,
                 verbose=0, shuffle=False)
     seconds = time.time() - started
-    if nan_guard.bad_step is not None:
-        kept = manager.latest_state()
-        raise RuntimeError(
-            f"loss became NaN/inf at step {nan_guard.bad_step}; training stopped. The last good "
-            f"checkpoint (step {kept['step'] if kept else 'none'}) is kept in "
-            f"{manager.directory}. Try a lower --lr.")
+    if guard.bad_step is not None:
+        raise RuntimeError(stopped_message(guard, manager, "Try a lower --lr, then --resume."))
     save_world_model(out, trainer.encoder, trainer.predictor, conventions)
     final = manager.latest_state()
     return {"step": final["step"], "seconds": seconds, "run": str(out)}

@@ -20,9 +20,10 @@ import time
 from pathlib import Path
 
 from vjepa2.errors import UsageError
-from vjepa2.files import atomic_write
-from vjepa2.train.config import TrainingConfigMixin, check, opt
-from vjepa2.train.run_folder import CONFIG_FILE, check_run_folder, resolve_precision
+from vjepa2.train.config import (DIVERGENCE_FACTOR_HELP, DIVERGENCE_STEPS_HELP,
+                                 TrainingConfigMixin, check, opt)
+from vjepa2.train.run_folder import (CONFIG_FILE, check_run_folder, record_settings,
+                                     resolve_precision)
 
 __all__ = ["PretrainConfig", "build_trainer", "make_mask_sampler", "make_pretrain_dataset",
            "pretrain", "resolve_precision"]
@@ -56,6 +57,8 @@ class PretrainConfig(TrainingConfigMixin):
                                    "scheduled from START to END", metavar=("START", "END"))
     clip_grad: float | None = opt(None, "global gradient-norm clip (default: none)")
     checkpoint_every: int = opt(100, "steps between checkpoints")
+    divergence_factor: float = opt(10.0, DIVERGENCE_FACTOR_HELP)
+    divergence_steps: int = opt(5, DIVERGENCE_STEPS_HELP)
     seed: int = opt(0, "random seed")
     workers: int | None = opt(None, "parallel video decoders (default: CPU count)")
     distribute: str = opt(
@@ -194,15 +197,14 @@ def _check_run_folder(config: PretrainConfig, resume: bool):
 
 
 def _open_run_folder(config: PretrainConfig, resume: bool, preset_overrides):
-    """Checks the run folder; records a new run's config; returns (manager, state, overrides)."""
+    """Checks the run folder; records the run's settings; returns (manager, state, overrides)."""
     manager, state = _check_run_folder(config, resume)
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     if state is not None and preset_overrides is None:
         preset_overrides = json.loads((out / CONFIG_FILE).read_text()).get("preset_overrides")
-    if state is None:
-        atomic_write(out / CONFIG_FILE, json.dumps(
-            {**config.to_json(), "preset_overrides": preset_overrides or {}}, indent=2))
+    record_settings(out, {**config.to_json(), "preset_overrides": preset_overrides or {}},
+                    None if state is None else state["step"])
     return manager, state, preset_overrides
 
 
@@ -221,11 +223,11 @@ def pretrain(config: PretrainConfig, resume: bool = False, verbose: int = 1,
 
     Raises:
         UsageError: bad input (paths, values, a run folder in the way).
-        RuntimeError: the loss became NaN (the last good checkpoint is kept).
+        RuntimeError: the loss became NaN/inf or diverged (the last good checkpoint is kept).
     """
     import keras
 
-    from vjepa2.train.callbacks import NaNGuard, training_callbacks
+    from vjepa2.train.callbacks import make_guard, stopped_message, training_callbacks
     from vjepa2.train.family import check_sources
 
     check_sources(config)  # a missing or empty source fails before anything is built
@@ -258,8 +260,8 @@ def pretrain(config: PretrainConfig, resume: bool = False, verbose: int = 1,
         manager.save(model, model.optimizer, step,
                      {"data_index": step * config.batch_size, "bad_videos": stats.counts})
 
-    nan_guard = NaNGuard(start_step)
-    callbacks = training_callbacks(out, config, start_step, save, nan_guard, verbose,
+    guard = make_guard(out, config, start_step)
+    callbacks = training_callbacks(out, config, start_step, save, guard, verbose,
                                    "pretrain") + list(extra_callbacks)
     if verbose:
         from vjepa2.train.family import input_shape, member_of
@@ -280,12 +282,9 @@ def pretrain(config: PretrainConfig, resume: bool = False, verbose: int = 1,
     seconds = time.time() - started
     if verbose:
         print(stats.summary())
-    if nan_guard.bad_step is not None:
-        kept = manager.latest_state()
-        raise RuntimeError(
-            f"loss became NaN/inf at step {nan_guard.bad_step}; training stopped. The last good "
-            f"checkpoint (step {kept['step'] if kept else 'none'}) is kept in "
-            f"{manager.directory}. Try a lower --lr or --clip-grad.")
+    if guard.bad_step is not None:
+        raise RuntimeError(stopped_message(guard, manager, "Try a lower --lr or --clip-grad, "
+                                           "then --resume."))
     _save_models(trainer, out)
     final = manager.latest_state()
     return {"step": final["step"], "seconds": seconds, "run": str(out)}

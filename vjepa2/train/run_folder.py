@@ -1,8 +1,11 @@
 """Run-folder checks and settings shared by the training commands (pretrain, finetune-ac)."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from vjepa2.errors import UsageError
-from vjepa2.files import check_output_folder, check_settings
+from vjepa2.files import atomic_write, check_output_folder, check_settings, jsonable
 
 CONFIG_FILE = "config.json"
 
@@ -48,3 +51,26 @@ def check_run_folder(out, config: dict, resume: bool, resume_keys):
         check_settings(out / CONFIG_FILE, config, what="a run", keys=list(resume_keys),
                        hint="--resume needs the same value", record=False)
     return manager, state
+
+
+def record_settings(out, settings: dict, resumed_at: int | None) -> dict:
+    """Writes `config.json`: the settings the run's latest steps ran with.
+
+    A new run (`resumed_at` None) records `settings`. A resume records its own settings (a
+    resumed run with another `--lr` is no longer described by the first run's) and appends
+    `{"step": resumed_at, "changed": {key: [before, after]}}` to the `resumed` list, so every
+    step's settings can be traced.
+
+    Returns:
+        What was written.
+    """
+    path = Path(out) / CONFIG_FILE
+    settings = jsonable(settings)
+    record = dict(settings)
+    if resumed_at is not None and path.is_file():
+        before = json.loads(path.read_text())
+        changed = {k: [before.get(k), v] for k, v in settings.items() if before.get(k) != v}
+        record["resumed"] = before.get("resumed", []) + [{"step": int(resumed_at),
+                                                          "changed": changed}]
+    atomic_write(path, json.dumps(record, indent=2))
+    return record
