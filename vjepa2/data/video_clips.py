@@ -12,7 +12,8 @@ import threading
 
 import numpy as np
 
-from vjepa2.data.video_decode import decode_indices, resample_offsets, stream_fps
+from vjepa2.data.video_decode import (decode_indices, decode_size, resample_offsets,
+                                     stream_fps)
 from vjepa2.data.video_sources import BadVideo, VideoStats
 from vjepa2.errors import UsageError
 
@@ -194,8 +195,10 @@ class ClipSampler:
             else:
                 start = max_start // 2
             indices = start + offsets
+            size = decode_size(stream.codec_context.width, stream.codec_context.height,
+                               self.config.resolution)
             try:
-                frames = decode_indices(container, stream, indices, source_fps)
+                frames = decode_indices(container, stream, indices, source_fps, size)
             except (av.FFmpegError, OSError, ValueError) as err:
                 raise BadVideo("decode_error", f"{type(err).__name__}: {err}") from None
         if len(frames) < len(indices):

@@ -1,7 +1,10 @@
 """PyAV decoding for the clip pipeline: frame-rate resampling and decoding chosen frames.
 
 `resample_offsets` maps a clip at the target frame rate onto source frames; `decode_indices`
-decodes exactly those frames, seeking to a keyframe when the clip starts far into the file.
+decodes exactly those frames, seeking to a keyframe when the clip starts far into the file;
+`decode_size` picks a reduced size for frames much larger than the clips' resolution (a 4K
+video among 128 px ones), which FFmpeg's scaler makes while converting to RGB in the decoder
+thread, so that one large file does not slow every step.
 """
 from __future__ import annotations
 
@@ -10,6 +13,24 @@ import numpy as np
 # Below this start frame, decoding from the beginning is cheaper than a seek and avoids relying
 # on timestamps.
 _SEEK_MIN_FRAMES = 64
+# Frames are converted at full size up to this many times the output resolution (shorter
+# side). A crop keeps at least ~0.5 of a side (crop scale >= 0.3), so crops stay at least
+# twice the output size and the antialiased resize keeps its quality.
+DECODE_SIDE_FACTOR = 4
+
+
+def decode_size(width: int, height: int, resolution: int) -> tuple[int, int] | None:
+    """`(width, height)` to convert frames to, or None to keep the source size.
+
+    Frames whose shorter side exceeds `DECODE_SIDE_FACTOR * resolution` are scaled down to it
+    (aspect ratio kept, even sizes); smaller frames are untouched (their clips are unchanged).
+    """
+    side = DECODE_SIDE_FACTOR * int(resolution)
+    short = min(int(width), int(height))
+    if short <= side or short <= 0:
+        return None
+    scale = side / short
+    return (max(2, int(round(width * scale / 2)) * 2), max(2, int(round(height * scale / 2)) * 2))
 
 
 def resample_offsets(frames: int, source_fps: float, target_fps: float) -> np.ndarray:
@@ -42,12 +63,14 @@ def stream_fps(stream) -> float:
     return 0.0
 
 
-def decode_indices(container, stream, indices: np.ndarray, fps: float) -> list[np.ndarray]:
+def decode_indices(container, stream, indices: np.ndarray, fps: float,
+                   size: tuple[int, int] | None = None) -> list[np.ndarray]:
     """Decodes the frames at source indices `indices` (non-decreasing) as RGB arrays.
 
     Starts with a keyframe seek when the first index is far in, mapping timestamps to frame
     indices; otherwise decodes from the beginning and counts frames. Stops after the last index.
-    A missing frame (variable frame rate) is filled by the next decoded one.
+    A missing frame (variable frame rate) is filled by the next decoded one. With `size`
+    (`(width, height)`, from `decode_size`) frames are scaled to it while converted to RGB.
     """
     first = int(indices[0])
     seek = first >= _SEEK_MIN_FRAMES and stream.time_base is not None and fps > 0
@@ -62,18 +85,18 @@ def decode_indices(container, stream, indices: np.ndarray, fps: float) -> list[n
             if frame.pts is None:
                 # Without timestamps the seek position is unknown: decode from the start.
                 container.seek(start_pts, stream=stream, backward=True)
-                return _decode_counting(container, stream, indices)
+                return _decode_counting(container, stream, indices, size)
             previous = position
             position = int(round(float((frame.pts - start_pts) * stream.time_base) * fps))
             if previous < 0 and position > first:
                 # The seek landed past the target (no keyframe before it): decode from the start.
                 container.seek(start_pts, stream=stream, backward=True)
-                return _decode_counting(container, stream, indices)
+                return _decode_counting(container, stream, indices, size)
         else:
             position += 1
         if position < indices[len(out)]:
             continue
-        image = frame.to_ndarray(format="rgb24")
+        image = _to_rgb(frame, size)
         while len(out) < len(indices) and indices[len(out)] <= position:
             out.append(image)
         if len(out) == len(indices):
@@ -81,12 +104,20 @@ def decode_indices(container, stream, indices: np.ndarray, fps: float) -> list[n
     return out
 
 
-def _decode_counting(container, stream, indices: np.ndarray) -> list[np.ndarray]:
+def _to_rgb(frame, size: tuple[int, int] | None) -> np.ndarray:
+    if size is None:
+        return frame.to_ndarray(format="rgb24")
+    # Area averaging: the antialiased equivalent of the pipeline's own resize.
+    return frame.to_ndarray(format="rgb24", width=size[0], height=size[1], interpolation="AREA")
+
+
+def _decode_counting(container, stream, indices: np.ndarray,
+                     size: tuple[int, int] | None = None) -> list[np.ndarray]:
     out: list[np.ndarray] = []
     for position, frame in enumerate(container.decode(stream)):
         if position < indices[len(out)]:
             continue
-        image = frame.to_ndarray(format="rgb24")
+        image = _to_rgb(frame, size)
         while len(out) < len(indices) and indices[len(out)] <= position:
             out.append(image)
         if len(out) == len(indices):
