@@ -26,6 +26,7 @@ import math
 import os
 import re
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable
@@ -300,7 +301,28 @@ def disk_full_guard(path: str | os.PathLike, needed=None, at_least: bool = False
         if not is_disk_full(error):
             raise
         size = needed() if callable(needed) else needed
+        _drop_repeats_of_full_disk()
         raise DiskFullError(path, size, free, at_least) from error
+
+
+def _drop_repeats_of_full_disk() -> None:
+    """Drops later "Exception ignored" reports of the same full disk.
+
+    Objects of the failed write (an h5py file or dataset that cannot flush its metadata) fail
+    again when they are freed, and Python prints each as an "Exception ignored" traceback after
+    the one-line error. Unraisable errors that are a full disk are dropped from now on; any other
+    goes to the previous hook.
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "drops_full_disk", False):
+        return
+
+    def hook(unraisable):
+        if not is_disk_full(unraisable.exc_value):
+            previous(unraisable)
+
+    hook.drops_full_disk = True
+    sys.unraisablehook = hook
 
 
 
