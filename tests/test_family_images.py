@@ -115,3 +115,26 @@ def test_pretrain_refuses_no_source_and_mixed_audio():
         PretrainConfig(out="x", steps=1)
     with pytest.raises(UsageError, match="--audio"):
         PretrainConfig(out="x", steps=1, audio="a", images="b")
+
+
+def test_images_mix_into_video_pretraining_as_clips_of_one_tubelet(images, tmp_path):
+    from vjepa2.data.synthetic import generate_videos
+    from vjepa2.train.pretrain import (PretrainConfig, build_trainer, make_mask_sampler,
+                                       make_pretrain_dataset)
+
+    generate_videos(tmp_path / "videos", 2, frames=12, size=64, fps=8)
+    config = PretrainConfig(videos=str(tmp_path / "videos"), images=str(images),
+                            out=str(tmp_path / "run"), steps=2, batch_size=2, frames=4,
+                            resolution=64, workers=1)
+    dataset, _ = make_pretrain_dataset(config, make_mask_sampler(config))
+    batch = next(iter(dataset))
+    assert batch["video"].shape == (2, 4, 64, 64, 3)
+    assert batch["image_video"].shape == (2, 2, 64, 64, 3)
+    np.testing.assert_array_equal(batch["image_video"][:, 0], batch["image_video"][:, 1])
+    assert int(np.max(batch["image_target_ids_0"])) < 16  # one tubelet of 4 x 4 patches
+    trainer = build_trainer(config, MICRO)
+    loss, aux = trainer.compute_jepa_loss(batch, training=False)
+    np.testing.assert_allclose(
+        float(loss), (float(aux["loss_mask0"]) + float(aux["loss_mask1"]) +
+                      float(aux["image_loss_mask0"]) + float(aux["image_loss_mask1"])) / 4,
+        rtol=1e-5)

@@ -49,10 +49,14 @@ GRADIENTS = textwrap.dedent("""
         else:
             import tensorflow as tf
 
-            with tf.GradientTape() as tape:
-                tape.watch(values)
-                loss = loss_of(values)
-            grads = tape.gradient(loss, values)
+            @tf.function  # graph mode, as in the train step
+            def value_and_grad(values):
+                with tf.GradientTape() as tape:
+                    tape.watch(values)
+                    loss = loss_of(values)
+                return loss, tape.gradient(loss, values)
+
+            loss, grads = value_and_grad(values)
         return float(loss), [np.asarray(g) for g in grads]
 
     loss_a, grads_a = gradients(False)
@@ -71,6 +75,7 @@ def test_remat_gives_the_same_loss_and_gradients():
     exec(compile(GRADIENTS, "gradients", "exec"), namespace)
 
 
+@pytest.mark.slow  # a JAX process: ~25 s on the idle 2-core machine (two compiles)
 @pytest.mark.skipif(not __import__("importlib").util.find_spec("jax"),
                     reason="jax is not installed")
 def test_remat_gives_the_same_loss_and_gradients_on_jax():

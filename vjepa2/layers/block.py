@@ -98,20 +98,25 @@ class TransformerBlock(keras.layers.Layer):
         return config
 
 
-def remat_block(block, x, **kwargs):
-    """`block(x, **kwargs)`, rematerialized in the backward pass (gradient checkpointing).
+def remat_block(block, x, rope=None):
+    """`block(x, rope=rope)`, rematerialized in the backward pass (gradient checkpointing).
 
-    On JAX the block's weights enter the checkpointed function as arguments (bound to the
-    block's variables by a `keras.StatelessScope` inside it): `keras.remat` (`jax.checkpoint`)
-    would otherwise see them as closed-over values and return no gradient for them. Elsewhere
-    `keras.remat` wraps the block as it is.
+    The block's inputs are positional arguments of the checkpointed function (TensorFlow's
+    `tf.recompute_grad` takes no keyword arguments in graph mode). On JAX the block's weights
+    are arguments too, bound to its variables by a `keras.StatelessScope` inside:
+    `jax.checkpoint` would otherwise see them as closed-over values and give them no gradient.
     """
+    rope = () if rope is None else tuple(rope)
+
+    def call(inputs, *angles):
+        return block(inputs, rope=angles or None)
+
     if keras.backend.backend() != "jax":
-        return keras.remat(block)(x, **kwargs)
+        return keras.remat(call)(x, *rope)
     variables = list(block.weights)
 
-    def run(values, inputs, call_kwargs):
+    def run(values, inputs, *angles):
         with keras.StatelessScope(state_mapping=list(zip(variables, values))):
-            return block(inputs, **call_kwargs)
+            return call(inputs, *angles)
 
-    return keras.remat(run)([variable.value for variable in variables], x, kwargs)
+    return keras.remat(run)([variable.value for variable in variables], x, *rope)

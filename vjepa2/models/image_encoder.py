@@ -20,7 +20,7 @@ class ImageEncoder(VideoEncoder):
     time and columns frequency).
 
     Args:
-        embed_dim, depth, num_heads, mlp_dim, patch_size, qkv_bias, rope_layout: as
+        embed_dim, depth, num_heads, mlp_dim, patch_size, qkv_bias, rope_layout, remat: as
             `VideoEncoder` (16 x 16 patches as in I-JEPA ViT-L/16 and A-JEPA).
         in_channels: input channels (3 for RGB, 1 for spectrograms).
 
@@ -42,12 +42,12 @@ class ImageEncoder(VideoEncoder):
     """
 
     def __init__(self, embed_dim=192, depth=6, num_heads=3, mlp_dim=768, patch_size=16,
-                 in_channels=3, qkv_bias=True, rope_layout="rotation", **kwargs):
+                 in_channels=3, qkv_bias=True, rope_layout="rotation", remat=False, **kwargs):
         if in_channels < 1:
             raise ValueError(f"in_channels must be >= 1; received in_channels={in_channels}")
         super().__init__(embed_dim=embed_dim, depth=depth, num_heads=num_heads, mlp_dim=mlp_dim,
                          tubelet_size=1, patch_size=patch_size, qkv_bias=qkv_bias,
-                         rope_layout=rope_layout, **kwargs)
+                         rope_layout=rope_layout, remat=remat, **kwargs)
         self.in_channels = in_channels
         self.patch_embed = TubeletEmbedding(embed_dim, 1, patch_size, in_channels,
                                             name="patch_embed")

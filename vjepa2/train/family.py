@@ -4,7 +4,8 @@ One objective (`JEPAPretrainer`: context encoder, predictor, EMA target encoder,
 target encoder's normalised tokens) and one trainer serve every member; what changes is the
 encoder's input and the masks:
 
-- `video` (V-JEPA 2): clips, the two multi-block 3D mask sets of `vjepa2.masks`;
+- `video` (V-JEPA 2): clips, the two multi-block 3D mask sets of `vjepa2.masks`; with
+  `--images` too, a batch of images (each repeated to one tubelet) joins every clip batch;
 - `image` (I-JEPA, `--images`): an `ImageEncoder` on RGB images, the I-JEPA masks of
   `vjepa2.masks_2d` (4 target blocks, one context block);
 - `audio` (A-JEPA, `--audio`): an `ImageEncoder` with one channel on log-mel spectrograms
@@ -25,7 +26,7 @@ def member_of(config) -> str:
     if config.audio:
         return "audio"
     if config.images and not config.videos:
-        return "image"
+        return "image"  # (with --videos, images are mixed into the clips)
     return "motion" if config.motion_weight > 0 else "video"
 
 
@@ -151,9 +152,6 @@ def check_family_fields(config) -> None:
         raise UsageError("pretrain needs --videos, --images or --audio")
     if config.audio and (config.videos or config.images):
         raise UsageError("--audio trains the audio encoder alone; drop --videos/--images")
-    if config.images and config.videos:
-        raise UsageError("--images with --videos (images mixed into clips) is not supported; "
-                         "pretrain on one of them")
     if config.motion_weight < 0:
         raise UsageError(f"motion_weight must be >= 0; received {config.motion_weight}")
     if config.motion_weight > 0 and not config.videos:
@@ -162,3 +160,27 @@ def check_family_fields(config) -> None:
         raise UsageError(f"audio_frames must be a multiple of 16; received {config.audio_frames}")
     if config.mask_curriculum is not None and config.mask_curriculum < 0:
         raise UsageError(f"mask_curriculum must be >= 0; received {config.mask_curriculum}")
+
+
+def mix_images(dataset, config, sampler, start_step: int, gate):
+    """Adds an image batch to every clip batch (V-JEPA 2's image mixing): `batch_size` images
+    of `--images`, each repeated to one tubelet of the clips' tubelet size, with the multi-block
+    masks of a one-tubelet grid (`image_video`, `image_context_ids_i`, `image_target_ids_i`)."""
+    import tensorflow as tf
+
+    from vjepa2.data.images import make_image_dataset
+    from vjepa2.masks import MultiBlockMaskSampler
+
+    tubelet = config.frames // sampler.grid[0]
+    images, _ = make_image_dataset(config.images, resolution=config.resolution,
+                                   batch_size=config.batch_size, seed=config.seed,
+                                   start_index=start_step * config.batch_size, gate=gate,
+                                   num_parallel_calls=config.workers)
+    images = images.map(lambda x: tf.repeat(x[:, None], tubelet, axis=1))
+    image_sampler = MultiBlockMaskSampler((1,) + tuple(sampler.grid[1:]), seed=config.seed + 1)
+    images = with_mask_ids(images, image_sampler, config.batch_size, start_step, gate)
+
+    def merge(clips, image_batch):
+        return {**clips, **{f"image_{k}": v for k, v in image_batch.items()}}
+
+    return tf.data.Dataset.zip((dataset, images)).map(merge).prefetch(2)

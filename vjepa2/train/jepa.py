@@ -77,7 +77,21 @@ class JEPAPretrainer(BackendTrainer):
 
     # ----------------------------------------------------------------------------- objective
     def compute_jepa_loss(self, data, training=True):
-        """Returns (loss, aux) where aux holds per-mask-set losses and collapse indicators."""
+        """Returns (loss, aux) where aux holds per-mask-set losses and collapse indicators.
+
+        A batch may also hold images mixed into video pretraining, as V-JEPA 2 does:
+        `image_video` (B, tubelet, H, W, 3), each image repeated to one tubelet, with its own
+        `image_context_ids_i` / `image_target_ids_i`; the two losses are averaged.
+        """
+        loss, aux = self._masked_loss(data, training)
+        if "image_video" in data:
+            images = {k[len("image_"):]: v for k, v in data.items() if k.startswith("image_")}
+            image_loss, image_aux = self._masked_loss(images, training)
+            aux.update({f"image_{k}": v for k, v in image_aux.items()})
+            loss = (loss + image_loss) / 2.0
+        return loss, aux
+
+    def _masked_loss(self, data, training):
         video = data["video"]
         grid = self.encoder.grid_size(video.shape)
         teacher_tokens = ops.stop_gradient(self.teacher(video, training=False))

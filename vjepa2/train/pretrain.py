@@ -69,7 +69,8 @@ class PretrainConfig(TrainingConfigMixin):
     precision: str = opt("auto", "auto: mixed_bfloat16 where a GPU is present, else float32",
                          choices=("auto", "float32", "mixed_bfloat16"))
     images: str | None = opt(None, "I-JEPA: folder of PNG/JPEG images (recursive) or a CSV of "
-                             "path[,label]; trains an image encoder at --resolution")
+                             "path[,label]; trains an image encoder at --resolution (with "
+                             "--videos: --batch-size images per step mixed into the clips)")
     audio: str | None = opt(None, "A-JEPA: folder of wav/flac/mp3/ogg files (recursive) or a "
                             "CSV of path[,label]; trains on 128-bin log-mel spectrograms")
     audio_frames: int = opt(128, "A-JEPA: spectrogram frames per clip (10 ms hop; a multiple "
@@ -154,11 +155,14 @@ def make_pretrain_dataset(config: PretrainConfig, sampler, start_step: int = 0, 
     abandoning the dataset mid-run.
     """
     from vjepa2.data.video import PipelineGate
-    from vjepa2.train.family import make_inputs, with_mask_ids
+    from vjepa2.train.family import make_inputs, mix_images, with_mask_ids
 
     gate = gate if gate is not None else PipelineGate()
     inputs, stats = make_inputs(config, start_step, gate)
-    return with_mask_ids(inputs, sampler, config.batch_size, start_step, gate), stats
+    dataset = with_mask_ids(inputs, sampler, config.batch_size, start_step, gate)
+    if config.images and config.videos:
+        dataset = mix_images(dataset, config, sampler, start_step, gate)
+    return dataset, stats
 
 
 def _strategy_scope(distribute: str):
@@ -208,13 +212,18 @@ def _open_run_folder(config: PretrainConfig, resume: bool, preset_overrides):
     return manager, state, preset_overrides
 
 
-def _save_models(trainer, out: Path) -> None:
-    """The EMA teacher (what fine-tuning loads) and the predictor as preset folders."""
+def _save_models(trainer, out: Path, preview=None) -> None:
+    """The EMA teacher (what fine-tuning loads) and the predictor as preset folders; for
+    MC-JEPA also the flow head, the student encoder it reads and `flow.png` of `preview`."""
     trainer.teacher.save_to_preset(out / "encoder")
     trainer.predictor.save_to_preset(out / "predictor")
     if hasattr(trainer, "flow_head"):  # MC-JEPA: the flow head reads the student's tokens
+        from vjepa2.train.mc_jepa import write_flow_picture
+
         trainer.flow_head.save_to_preset(out / "flow_head")
         trainer.encoder.save_to_preset(out / "student_encoder")
+        if preview is not None:
+            write_flow_picture(trainer, preview["video"], out / "flow.png")
 
 
 def pretrain(config: PretrainConfig, resume: bool = False, verbose: int = 1,
@@ -271,6 +280,7 @@ def pretrain(config: PretrainConfig, resume: bool = False, verbose: int = 1,
               f"{start_step} -> {config.steps}, batch {config.batch_size} x "
               f"{input_shape(config)}, precision {precision}, backend "
               f"{keras.backend.backend()}", flush=True)
+    preview = next(iter(dataset)) if hasattr(trainer, "flow_head") else None
     started = time.time()
     try:
         trainer.fit(dataset, epochs=1, steps_per_epoch=config.steps - start_step,
@@ -285,7 +295,7 @@ def pretrain(config: PretrainConfig, resume: bool = False, verbose: int = 1,
     if guard.bad_step is not None:
         raise RuntimeError(stopped_message(guard, manager, "Try a lower --lr or --clip-grad, "
                                            "then --resume."))
-    _save_models(trainer, out)
+    _save_models(trainer, out, preview)
     final = manager.latest_state()
     return {"step": final["step"], "seconds": seconds, "run": str(out)}
 

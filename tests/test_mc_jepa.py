@@ -1,0 +1,110 @@
+"""MC-JEPA: warping, the unsupervised flow losses, the flow head and joint pretraining."""
+import numpy as np
+import pytest
+
+from tests.helpers import MICRO_OVERRIDES, assert_saved_model_equal
+from vjepa2.data.motion import synthesize_motion
+from vjepa2.models.flow_head import FlowHead, warp
+from vjepa2.train.mc_jepa import flow_losses
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    from vjepa2.data.motion import generate_motion_clips
+
+    folder = tmp_path_factory.mktemp("motion")
+    generate_motion_clips(folder, 6, frames=12, seed=0)
+    return folder
+
+
+def _pair(index=0):
+    video, flow, _ = synthesize_motion(seed=0, index=index, frames=2, size=64)
+    frames = video.astype("float32") / 255.0
+    return frames[None, 0], frames[None, 1], flow[None, 0]
+
+
+def test_warp_moves_content_by_the_flow_and_reads_zero_outside():
+    image = np.random.default_rng(0).random((1, 6, 7, 2)).astype("float32")
+    flow = np.zeros((1, 6, 7, 2), "float32")
+    flow[..., 0], flow[..., 1] = 1.0, -1.0
+    out = np.asarray(warp(image, flow))
+    np.testing.assert_allclose(out[0, 1:, :-1], image[0, :-1, 1:], atol=1e-6)
+    assert np.all(out[0, 0] == 0) and np.all(out[0, :, -1] == 0)
+    half = np.asarray(warp(image, flow * 0.5))  # bilinear between neighbours
+    expected = (image[0, 1:, :-1] + image[0, 1:, 1:] + image[0, :-1, :-1] + image[0, :-1, 1:]) / 4
+    np.testing.assert_allclose(half[0, 1:, :-1], expected, atol=1e-6)
+
+
+def test_generated_clips_carry_their_true_flow():
+    first, second, flow = _pair(3)
+    moving = np.linalg.norm(flow[0], axis=-1) > 0
+    assert 0.02 < moving.mean() < 0.5
+    residual = np.abs(np.asarray(warp(second, flow)) - first)[0].mean(-1)
+    still = np.abs(second - first)[0].mean(-1)
+    assert residual[moving].mean() < 0.5 * still[moving].mean()
+
+
+def test_the_unsupervised_losses_prefer_the_true_flow_to_zero_flow():
+    for index in range(3):
+        first, second, flow = _pair(index)
+        true = flow_losses(first, second, flow, -flow)
+        zero = flow_losses(first, second, np.zeros_like(flow), np.zeros_like(flow))
+        assert float(true["photometric"]) < float(zero["photometric"])
+        assert float(true["cycle"]) < 0.05
+
+
+def test_flow_head_outputs_full_resolution_flow_and_round_trips(tmp_path):
+    head = FlowHead(token_dim=8, patch_size=16, widths=(4, 4, 4), hidden=8)
+    first, second, _ = _pair()
+    tokens = np.random.default_rng(1).normal(size=(1, 16, 8)).astype("float32")
+    assert head(first, second, tokens).shape == (1, 64, 64, 2)
+    assert_saved_model_equal(head, None, tmp_path, call=lambda m: m(first, second, tokens))
+    with pytest.raises(ValueError, match="power of two"):
+        FlowHead(token_dim=8, patch_size=12)
+
+
+def _config(videos, out, **kwargs):
+    from vjepa2.train.pretrain import PretrainConfig
+
+    return PretrainConfig(videos=str(videos), out=str(out), steps=2, batch_size=2, frames=4,
+                          resolution=64, fps=8.0, checkpoint_every=2, warmup_steps=0,
+                          decay_steps=1, workers=1, motion_weight=1.0, **kwargs)
+
+
+OVERRIDES = {**MICRO_OVERRIDES, "flow_head": dict(widths=(4, 4, 4), hidden=8, radius=1)}
+
+
+def test_a_joint_step_trains_encoder_and_flow_head_and_both_reload_equal(tmp_path):
+    from vjepa2.models import VideoEncoder
+    from vjepa2.train.pretrain import build_trainer, make_mask_sampler
+
+    config = _config("unused", tmp_path / "run")
+    trainer = build_trainer(config, OVERRIDES)
+    clips = np.stack([synthesize_motion(0, i, frames=4, size=64)[0] for i in range(2)])
+    batch = {"video": (clips / 255.0 - 0.45).astype("float32") / 0.25}
+    for i, masks in enumerate(make_mask_sampler(config).sample_batch(2, 0)):
+        batch[f"context_ids_{i}"], batch[f"target_ids_{i}"] = masks["context_ids"], masks[
+            "target_ids"]
+    before = [np.asarray(v) for v in trainer.flow_head.weights + trainer.encoder.weights]
+    logs = trainer.train_step(batch)
+    assert float(logs["flow_photometric"]) > 0 and "jepa" in logs
+    after = [np.asarray(v) for v in trainer.flow_head.weights + trainer.encoder.weights]
+    assert all(np.any(a != b) for a, b in zip(before, after))  # every weight moved
+    trainer.flow_head.save_to_preset(tmp_path / "flow_head")
+    trainer.encoder.save_to_preset(tmp_path / "student")
+    head = FlowHead.from_preset(tmp_path / "flow_head")
+    encoder = VideoEncoder.from_preset(tmp_path / "student")
+    first, second = batch["video"][:, 0], batch["video"][:, 1]
+    pair = np.stack([first, second], axis=1)
+    np.testing.assert_array_equal(np.asarray(head(first, second, encoder(pair))),
+                                  np.asarray(trainer.pair_flows(first, second)[0]))
+
+
+@pytest.mark.slow
+def test_pretrain_with_motion_writes_the_flow_head_and_a_flow_picture(clips, tmp_path):
+    from vjepa2.train.pretrain import pretrain
+
+    pretrain(_config(clips, tmp_path / "run"), verbose=0, preset_overrides=OVERRIDES)
+    run = tmp_path / "run"
+    assert (run / "flow.png").is_file() and (run / "flow_head" / "config.json").is_file()
+    assert "flow_photometric" in (run / "metrics.jsonl").read_text()
