@@ -2,7 +2,11 @@
 with `KERAS_BACKEND=jax`:
 
     KERAS_BACKEND=jax python scripts/bench_train_step.py --preset large --resolution 256 \
-        --frames 16 --batch-size 8 --precision mixed_bfloat16
+        --frames 16 --batch-size 8 --precision mixed_bfloat16 [--remat]
+
+`--remat` rematerializes every encoder and predictor block in the backward pass (gradient
+checkpointing): raise `--batch-size` until the step runs out of memory to find the largest batch
+that fits with and without it.
 
 Builds the trainer, feeds one fixed random batch (with real multi-block masks) through `fit`,
 and reports the median step time after warm-up, clips/s, the analytic FLOPs per step, the
@@ -27,6 +31,8 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16"])
     parser.add_argument("--matmul-size", type=int, default=4096)
+    parser.add_argument("--remat", action="store_true",
+                        help="rematerialize every transformer block (gradient checkpointing)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
 
@@ -44,7 +50,8 @@ def main(argv=None):
                             batch_size=args.batch_size, frames=args.frames,
                             resolution=args.resolution, precision=args.precision)
     sampler = make_mask_sampler(config)
-    trainer = build_trainer(config)
+    remat = {"remat": True} if args.remat else {}
+    trainer = build_trainer(config, {"encoder": remat, "predictor": remat})
     rng = np.random.default_rng(0)
     steps = args.steps + 2
     batch = {"video": rng.normal(size=(args.batch_size * steps, args.frames, args.resolution,
@@ -74,7 +81,8 @@ def main(argv=None):
                                 sampler.num_target)
     result = {
         "backend": keras.backend.backend(), "preset": args.preset,
-        "precision": args.precision, "resolution": args.resolution, "frames": args.frames,
+        "precision": args.precision, "remat": args.remat, "resolution": args.resolution,
+        "frames": args.frames,
         "batch_size": args.batch_size, "tokens_per_clip": tokens,
         "encoder_params_m": round(trainer.encoder.count_params() / 1e6, 1),
         "first_step_seconds_incl_compile": round(compile_seconds, 1),
