@@ -116,3 +116,26 @@ def test_bad_count_modes_are_rejected():
         MultiBlockMaskSampler(GRID, counts="median")
     with pytest.raises(ValueError, match="buckets must be >= 1"):
         MultiBlockMaskSampler(GRID, counts="reference", buckets=0)
+
+
+def test_pretrain_batches_carry_the_reference_counts_when_asked():
+    import tensorflow as tf
+
+    from vjepa2.data.video import PipelineGate
+    from vjepa2.train.family import make_sampler, with_mask_ids
+    from vjepa2.train.pretrain import PretrainConfig
+
+    config = PretrainConfig(videos="unused", out="unused", steps=10, mask_counts="reference")
+    sampler = make_sampler(config)
+    assert sampler.counts == "reference" and sampler.grid == GRID
+    assert make_sampler(PretrainConfig(videos="unused", out="unused", steps=10)).counts == \
+        "quantile"  # the default keeps the fixed counts older runs used
+    clips = tf.data.Dataset.from_tensors(tf.zeros((BATCH, 8, 128, 128, 3))).repeat(6)
+    batches = with_mask_ids(clips, sampler, BATCH, start_step=4, gate=PipelineGate())
+    for step, batch in enumerate(batches, start=4):
+        expected = sampler.sample_batch(BATCH, step)
+        for i, masks in enumerate(expected):
+            np.testing.assert_array_equal(batch[f"context_ids_{i}"].numpy(),
+                                          masks["context_ids"])
+            shape = (batch[f"context_ids_{i}"].shape[1], batch[f"target_ids_{i}"].shape[1])
+            assert shape in sampler.bucket_shapes(BATCH)[i]

@@ -97,7 +97,7 @@ class MaskedPredictor(PresetMixin, keras.Model):
                              f"{mask_index}")
         batch = ops.shape(context_tokens)[0]
         num_context = ops.shape(context_tokens)[1]
-        num_target = target_ids.shape[1]
+        num_target = ops.shape(target_ids)[1]  # dynamic when batches differ in shape
         context = self.embed(context_tokens)
         mask_token = ops.cast(self.mask_tokens[mask_index], context.dtype)
         targets = ops.broadcast_to(mask_token, (batch, num_target, self.embed_dim))

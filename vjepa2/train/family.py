@@ -89,7 +89,8 @@ def make_sampler(config, patch_size=16, tubelet_size=2):
         return AudioMaskSampler(grid, curriculum_steps=curriculum, seed=config.seed)
     from vjepa2.masks import MultiBlockMaskSampler
 
-    return MultiBlockMaskSampler(grid, seed=config.seed)
+    return MultiBlockMaskSampler(grid, seed=config.seed,
+                                 counts=getattr(config, "mask_counts", "quantile"))
 
 
 def make_inputs(config, start_step: int, gate):
@@ -119,12 +120,19 @@ def with_mask_ids(dataset, sampler, batch_size: int, start_step: int, gate):
     import tensorflow as tf
 
     num_sets = len(sampler.mask_sets)
+    # Per mask set (context, target) counts: fixed, or None where they vary per batch.
+    if getattr(sampler, "num_context", None) is not None:
+        static = list(zip(sampler.num_context, sampler.num_target))
+        fallback = static
+    else:
+        static = [(None, None)] * num_sets
+        fallback = [shapes[0] for shapes in sampler.bucket_shapes(batch_size)]
 
     def masks(step):
         with gate.call() as open_:
             if not open_:
                 return [np.zeros((batch_size, n), np.int32) for i in range(num_sets)
-                        for n in (sampler.num_context[i], sampler.num_target[i])]
+                        for n in fallback[i]]
             out = []
             for m in sampler.sample_batch(batch_size, int(step)):
                 out += [m["context_ids"], m["target_ids"]]
@@ -135,8 +143,8 @@ def with_mask_ids(dataset, sampler, batch_size: int, start_step: int, gate):
         batch = {"video": inputs}
         for i in range(num_sets):
             ctx, tgt = arrays[2 * i], arrays[2 * i + 1]
-            ctx.set_shape([batch_size, sampler.num_context[i]])
-            tgt.set_shape([batch_size, sampler.num_target[i]])
+            ctx.set_shape([batch_size, static[i][0]])
+            tgt.set_shape([batch_size, static[i][1]])
             batch[f"context_ids_{i}"] = ctx
             batch[f"target_ids_{i}"] = tgt
         return batch

@@ -79,6 +79,10 @@ class PretrainConfig(TrainingConfigMixin):
                                       "replace random blocks (default: half of --steps)")
     motion_weight: float = opt(0.0, "MC-JEPA: weight of the self-supervised optical-flow loss "
                                "on consecutive frames (0: off)")
+    mask_counts: str = opt("quantile", "V-JEPA 2 context/target tokens per clip: quantile (one "
+                           "fixed low count per mask set) or reference (the reference "
+                           "collator's per-batch minimum, in up to 3 shapes per mask set)",
+                           choices=("quantile", "reference"))
 
     def __post_init__(self):
         from vjepa2.train.family import check_family_fields
@@ -92,6 +96,8 @@ class PretrainConfig(TrainingConfigMixin):
         check(self.fps > 0, f"fps must be > 0; received {self.fps}")
         check(all(0.0 <= m <= 1.0 for m in self.ema),
               f"ema momentum must be in [0, 1]; received {tuple(self.ema)}")
+        check(self.mask_counts in ("quantile", "reference"),
+              f"mask_counts must be quantile or reference; received {self.mask_counts!r}")
         check(self.distribute in ("none", "mirrored", "multi_worker", "data_parallel"),
               f"distribute must be none, mirrored, multi_worker or data_parallel; received "
               f"{self.distribute!r}")
