@@ -28,10 +28,10 @@ RUNS = {
                    pretrain=dict(steps=1000, batch_size=16, lr=1e-3, start_lr=2e-4,
                                  ema=(0.996, 1.0))),
     "audio": dict(data="audio", pretrain_count=3000, probe_count=1500,
-                  pretrain=dict(steps=800, batch_size=16, lr=1e-3, start_lr=2e-4,
-                                ema=(0.996, 1.0))),
+                  pretrain=dict(steps=800, batch_size=16, lr=3e-4, start_lr=1e-4,
+                                ema=(0.998, 0.998))),
     "motion": dict(data="motion", pretrain_count=1500, probe_count=1200,
-                   pretrain=dict(steps=800, batch_size=8, frames=8, resolution=64, fps=8.0,
+                   pretrain=dict(steps=400, batch_size=8, frames=4, resolution=64, fps=8.0,
                                  lr=1e-3, start_lr=2e-4, ema=(0.996, 1.0), motion_weight=1.0)),
 }
 SOURCE_FIELD = {"images": "images", "audio": "audio", "motion": "videos"}
@@ -106,7 +106,7 @@ def main(argv=None) -> int:
     summary = pretrain(config, resume=(run_folder / "checkpoints").is_dir())
     pretrain_seconds = time.time() - started
     probe_config = ProbeConfig(encoder=str(run_folder), data=str(probe_data / "labels.csv"),
-                               out=str(work / f"{args.member}_probe"),
+                               out=str(work / f"{args.member}_probe_results"),
                                frames=config.frames, fps=config.fps,
                                resolution=config.resolution)
     results = probe(probe_config)

@@ -106,13 +106,13 @@ def texture(rng, size, low=40.0, high=200.0):
 def synthesize_image(seed: int, index: int, size: int = 128):
     """One image of a single shape on a plain, slightly noisy background; returns (uint8
     (size, size, 3), label), the label the shape's kind (`SHAPE_KINDS`: 0 disc, 1 rectangle,
-    2 triangle). Radius 24-48 px at 128 px, any rotation and position inside the frame, a
+    2 triangle). Radius 22-42 px at 128 px, any rotation and position inside the frame, a
     random aspect for rectangles, a random colour with a shading ramp that turns with it."""
     from vjepa2.data.synthetic import SHAPE_KINDS, _coverage
 
     rng = np.random.default_rng([seed, index, 23])
     label = int(rng.integers(len(SHAPE_KINDS)))
-    radius = rng.uniform(24, 48) * size / 128
+    radius = rng.uniform(22, 42) * size / 128
     reach = radius * (1.45 if label == 1 else 1.0)
     cx, cy = rng.uniform(reach, size - reach, 2)
     angle = rng.uniform(0, 2 * np.pi)
