@@ -201,6 +201,25 @@ def old_path(path: str | os.PathLike) -> Path:
     return path.with_name(f".{path.name}{_OLD_SUFFIX}")
 
 
+def replace_folder(new: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Moves the finished folder `new` to `target`, replacing a previous `target`.
+
+    The previous version waits at `old_path(target)` between the two renames; a kill there
+    leaves it for `remove_stale_temps` to rename back, so `target` is never lost.
+    """
+    new, target = Path(new), Path(target)
+    if target.exists():
+        old = old_path(target)
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(target, old)
+        os.replace(new, target)
+        shutil.rmtree(old)
+    else:
+        os.replace(new, target)
+    return target
+
+
 def remove_stale_temps(folder: str | os.PathLike, depth: int = 2) -> list[Path]:
     """Removes the temp files and folders that killed writes left in `folder`.
 

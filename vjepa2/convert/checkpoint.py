@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 from vjepa2.convert.reader import read_torch_checkpoint
 from vjepa2.convert.weights import (IGNORED_KEYS, infer_config, kind_of, load_reference_state,
                                     strip_prefixes)
 from vjepa2.errors import UsageError
+from vjepa2.files import replace_folder, temp_path
 
 MODEL_ENTRIES = ("encoder", "target_encoder", "predictor")
 REFERENCE_COMMIT = "c2963a47433ecca0ad4f06ec28bcfa8cb5b5cefb"
@@ -193,7 +193,7 @@ def convert_checkpoint(path, out, preset: str | None = None, *, encoder_heads: i
                "image_size": image_size}
     # Everything is written into a sibling temp folder first: a failure leaves no half folder.
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = temp_path(out.parent, out.name, folder=True)
     try:
         for entry in list(states):
             part = kinds[entry]
@@ -215,22 +215,11 @@ def convert_checkpoint(path, out, preset: str | None = None, *, encoder_heads: i
                        indent=2)
             summary["conventions"] = "conventions.json"
         write_json(tmp / "conversion.json", summary, indent=2)
-        _replace_folder(tmp, out)
+        replace_folder(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
     return summary
-
-
-def _replace_folder(new: Path, out: Path):
-    """Moves `new` to `out`, replacing an existing `out` (empty, or allowed by the caller)."""
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-        os.replace(out, old / out.name)
-        os.replace(new, out)
-        shutil.rmtree(old)
-    else:
-        os.replace(new, out)
 
 
 def _describe(configs):

@@ -73,27 +73,24 @@ def decode_indices(container, stream, indices: np.ndarray, fps: float,
     (`(width, height)`, from `decode_size`) frames are scaled to it while converted to RGB.
     """
     first = int(indices[0])
-    seek = first >= _SEEK_MIN_FRAMES and stream.time_base is not None and fps > 0
-    if seek:
-        start_pts = stream.start_time or 0
-        target = start_pts + int(first / fps / stream.time_base)
-        container.seek(target, stream=stream, backward=True, any_frame=False)
+    if not (first >= _SEEK_MIN_FRAMES and stream.time_base is not None and fps > 0):
+        return _decode_counting(container, stream, indices, size)
+    start_pts = stream.start_time or 0
+    target = start_pts + int(first / fps / stream.time_base)
+    container.seek(target, stream=stream, backward=True, any_frame=False)
     out: list[np.ndarray] = []
     position = -1
     for frame in container.decode(stream):
-        if seek:
-            if frame.pts is None:
-                # Without timestamps the seek position is unknown: decode from the start.
-                container.seek(start_pts, stream=stream, backward=True)
-                return _decode_counting(container, stream, indices, size)
-            previous = position
-            position = int(round(float((frame.pts - start_pts) * stream.time_base) * fps))
-            if previous < 0 and position > first:
-                # The seek landed past the target (no keyframe before it): decode from the start.
-                container.seek(start_pts, stream=stream, backward=True)
-                return _decode_counting(container, stream, indices, size)
-        else:
-            position += 1
+        if frame.pts is None:
+            # Without timestamps the seek position is unknown: decode from the start.
+            container.seek(start_pts, stream=stream, backward=True)
+            return _decode_counting(container, stream, indices, size)
+        previous = position
+        position = int(round(float((frame.pts - start_pts) * stream.time_base) * fps))
+        if previous < 0 and position > first:
+            # The seek landed past the target (no keyframe before it): decode from the start.
+            container.seek(start_pts, stream=stream, backward=True)
+            return _decode_counting(container, stream, indices, size)
         if position < indices[len(out)]:
             continue
         image = _to_rgb(frame, size)

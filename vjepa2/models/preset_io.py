@@ -12,7 +12,7 @@ from pathlib import Path
 
 import keras
 
-from vjepa2.files import disk_full_guard, ensure_free_space, old_path, temp_path
+from vjepa2.files import disk_full_guard, ensure_free_space, replace_folder, temp_path
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
@@ -73,17 +73,7 @@ class PresetMixin:
                 config = keras.saving.serialize_keras_object(self)
                 (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2))
                 self.save_weights(str(tmp / WEIGHTS_FILE))
-                if directory.exists():
-                    # A kill between the two renames leaves `old`, which the next opening
-                    # of the folder renames back (vjepa2.files.remove_stale_temps).
-                    old = old_path(directory)
-                    if old.exists():
-                        shutil.rmtree(old)
-                    os.replace(directory, old)
-                    os.replace(tmp, directory)
-                    shutil.rmtree(old)
-                else:
-                    os.replace(tmp, directory)
+                replace_folder(tmp, directory)
             finally:
                 if tmp.exists():
                     shutil.rmtree(tmp)
