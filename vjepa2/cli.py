@@ -87,9 +87,11 @@ def _cmd_finetune_ac(args: argparse.Namespace) -> int:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from vjepa2.app.evaluation import evaluate, resolve_preset
+    from vjepa2.app.evaluation.workers import workers_from_flags
     from vjepa2.files import check_output_folder
 
     check_output_folder(args.out, "evaluation.json")  # before the model loads: fail fast
+    workers = workers_from_flags(args.workers, args.engine, args.ray_address)
     if args.policy == "planner":
         resolve_preset(args.task, args.preset, args.set or ())
     world_model = folder = None
@@ -104,7 +106,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                        overrides=args.set or (), policy=args.policy, world_model=world_model,
                        model_path=folder, variation=args.variation, max_steps=args.max_steps,
                        videos=args.videos, seed=args.seed, image_size=args.image_size,
-                       noise=args.noise, parallel=args.parallel, remote=args.remote)
+                       noise=args.noise, parallel=args.parallel, remote=args.remote,
+                       workers=workers)
     return 0 if results["complete"] else 1
 
 
@@ -298,6 +301,13 @@ def _evaluate_parser(sub) -> None:
     p.add_argument("--parallel", type=_positive_int, default=1,
                    help="environments run at once (each in its own process), planned for in "
                    "one batched call per step; same episodes and records as 1 (default: 1)")
+    p.add_argument("--workers", type=_positive_int, default=None, metavar="K",
+                   help="spread the episodes over K worker processes, each loading the model "
+                   "once (with --parallel envs each); only this process writes --out")
+    p.add_argument("--engine", default=None, choices=["processes", "ray"],
+                   help="runs the workers: child processes, or Ray tasks (the ray extra)")
+    p.add_argument("--ray-address", default=None, metavar="ADDRESS", help="local (default: "
+                   "a Ray started for this run), auto (`ray start` here) or HOST:PORT")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("presets", help="list a task's planner presets",

@@ -41,6 +41,7 @@ from vjepa2.app.evaluation.episodes import (EpisodeSetting, episode_record, run_
                                             run_planner_episode)
 from vjepa2.app.evaluation.presets import resolve_preset, subgoal_budgets
 from vjepa2.app.evaluation.store import SUMMARY_FILE, ResultsStore
+from vjepa2.app.evaluation.workers import ShardPlan, Workers, model_source, spread
 from vjepa2.app.models import model_record
 from vjepa2.errors import UsageError
 from vjepa2.progress import Progress
@@ -55,13 +56,13 @@ def evaluate(task: str, episodes: int, out: str | os.PathLike, *,
              policy: str = "planner", world_model=None, model_path=None,
              variation: str = "heldout", max_steps: int | None = None, videos: int = 4,
              seed: int = 1000, image_size: int | None = None, noise: float | None = None,
-             parallel: int = 1, remote: str | None = None, progress: bool = True) -> dict:
+             parallel: int = 1, remote: str | None = None, workers: Workers | None = None,
+             progress: bool = True) -> dict:
     """Runs (or continues) an evaluation and writes its outputs into `out`.
 
     Args:
         task: `reach`, `push`, `grasp`, `reach_with_object` or `pick_and_place`.
-        episodes: episodes wanted in `out` (seeds `seed .. seed + episodes - 1`); finished ones
-            are skipped.
+        episodes: episodes wanted in `out` (seeds `seed + i`); finished ones are skipped.
         out: output folder (`store.py`).
         preset: the planner preset: `None` for the task's default, a name of the task's table
             (`presets.PRESETS`), a saved `evaluation.json`, or a `PlannerPreset`.
@@ -82,29 +83,26 @@ def evaluate(task: str, episodes: int, out: str | os.PathLike, *,
             and their records are the same as with 1, up to float rounding.
         remote: the URL of a `vjepa2 serve` service to plan with instead of `world_model`
             (its CEM settings must be the preset's; each env gets its own session).
+        workers: spread the episodes over worker processes or Ray tasks (`workers.Workers`),
+            each with its own model and `parallel` envs; same records, one results folder.
         progress: print a line per episode and a summary.
 
     Returns:
         The results dict (also in `out/results.json`; fields in `report.summarize`), e.g.
         `evaluate("reach", 20, "eval/reach_expert", policy="expert")["success_rate"]`.
     """
-    if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
-        raise UsageError(f"--parallel must be a positive integer; received {parallel!r}")
-    if remote is not None and policy != "planner":
-        raise UsageError(f"--remote applies to the planner, not the {policy} baseline")
+    _check_modes(policy, parallel, remote, workers)
     service = None if remote is None else _connect(remote, world_model)
-    if service is not None:
-        world_model = service.world_model
+    world_model = service.world_model if service is not None else world_model
     spec, max_steps = _check_arguments(task, episodes, policy, variation, max_steps, videos,
                                        world_model, preset, overrides, noise)
     record = None if world_model is None else (
         service.health["model"] if service else model_record(world_model, model_path))
     setting, settings = _settings(spec, policy, world_model, record, preset, overrides,
                                   variation, max_steps, seed, image_size, noise)
-    if service is not None:
-        _check_service(service, setting)
-    store = ResultsStore(out, settings)
-    settings["model"] = record
+    _check_service(service, setting)
+    store = ResultsStore(out, dict(settings))  # a copy: the folder's settings name the model
+    settings["model"] = record  # results.json describes it in full
     seeds = [int(seed) + i for i in range(episodes)]
     todo = [(i, s) for i, s in enumerate(seeds) if s not in store.records]
     if not todo:
@@ -114,10 +112,13 @@ def evaluate(task: str, episodes: int, out: str | os.PathLike, *,
     finished = False
     bar = Progress(episodes, f"evaluate {task}/{variation}", "ep", initial=episodes - len(todo),
                    seconds=float("inf"), enabled=progress)
-    run = _Run(store, seeds, settings, setting, videos, bar, progress, service)
+    run = _Run(settings, setting, videos, _Recorder(store, seeds, settings, bar, progress),
+               service)
     try:
         with bar:
-            if parallel > 1:
+            if workers is not None:
+                run.spread(workers, todo, parallel, model_source(world_model, model_path, record))
+            elif parallel > 1:
                 run.parallel(spec, world_model, todo, parallel)
             else:
                 run.sequential(spec, world_model, todo)
@@ -132,6 +133,16 @@ def evaluate(task: str, episodes: int, out: str | os.PathLike, *,
     return results
 
 
+def _check_modes(policy: str, parallel: int, remote: str | None, workers) -> None:
+    if isinstance(parallel, bool) or not isinstance(parallel, int) or parallel < 1:
+        raise UsageError(f"--parallel must be a positive integer; received {parallel!r}")
+    if remote is not None and policy != "planner":
+        raise UsageError(f"--remote applies to the planner, not the {policy} baseline")
+    if remote is not None and workers is not None:
+        raise UsageError("--remote and --workers exclude each other (a service plans for its "
+                         "clients; give it more clients with --parallel)")
+
+
 def _env_kwargs(settings: dict) -> dict:
     """The env process's arguments (the expert baseline runs inside it)."""
     kwargs = dict(variation=settings["variation"], image_size=settings["image_size"],
@@ -142,29 +153,24 @@ def _env_kwargs(settings: dict) -> dict:
     return kwargs
 
 
-class _Run:
-    """One run of the harness over the episodes still to do, alone or in parallel."""
+class _Recorder:
+    """Where finished episodes go in the process that owns the results folder (thread-safe):
+    the store, `results.json`, the progress bar and the console."""
 
-    def __init__(self, store, seeds, settings, setting, videos, bar, progress, service=None):
-        self.store, self.seeds, self.settings, self.setting = store, seeds, settings, setting
-        self.videos, self.bar, self.progress = videos, bar, progress
-        self.service = service  # a RemotePlanner: plan with the service instead
+    def __init__(self, store, seeds, settings, bar, progress):
+        self.store, self.seeds, self.settings = store, seeds, settings
+        self.bar, self.progress = bar, progress
         self.lock = threading.Lock()
         self.finished = 0
 
-    def episode(self, env, planner, index: int, seed: int, warmup: bool) -> None:
-        """Runs one episode and stores its record (thread-safe)."""
-        t0 = time.perf_counter()
-        record_video = index < self.videos
-        if planner is not None:
-            ep = run_planner_episode(env, planner, seed, self.setting, record_video)
-        else:
-            ep = run_baseline_episode(env, self.settings["policy"], seed,
-                                      self.settings["max_steps"], record_video)
-        budget = self.setting.replans if self.setting else self.settings["max_steps"]
-        record = episode_record(ep, index, budget, 1 if warmup else 0, time.perf_counter() - t0)
-        if record_video:  # before the record, whose presence marks the episode done
-            report.write_episode_video(self.store.video_path(seed), ep, record)
+    def begin(self) -> None:
+        self.store.begin()
+
+    def video_path(self, seed: int):
+        return self.store.video_path(seed)
+
+    def add(self, record: dict) -> None:
+        """Stores a finished episode (its video, if any, is already written)."""
         with self.lock:
             self.store.add(record)
             self.finished += 1
@@ -176,11 +182,45 @@ class _Run:
             self.bar.update(1, successes=sum(r["success"]
                                              for r in self.store.finished(self.seeds)))
 
+
+class _Run:
+    """One run of the harness over the episodes still to do, alone or in parallel.
+
+    Finished episodes go to `sink` (`begin()` once the envs and the planner are up,
+    `video_path(seed)`, `add(record)`): the results folder's `_Recorder` here, or a worker's
+    outbox when the evaluation is spread over workers (`workers.py`).
+    """
+
+    def __init__(self, settings, setting, videos, sink, service=None):
+        self.settings, self.setting, self.videos, self.sink = settings, setting, videos, sink
+        self.service = service  # a RemotePlanner: plan with the service instead
+        self.lock = threading.Lock()
+
+    def episode(self, env, planner, index: int, seed: int, warmup: bool) -> None:
+        """Runs one episode and hands its record to the sink (thread-safe)."""
+        t0 = time.perf_counter()
+        record_video = index < self.videos
+        if planner is not None:
+            ep = run_planner_episode(env, planner, seed, self.setting, record_video)
+        else:
+            ep = run_baseline_episode(env, self.settings["policy"], seed,
+                                      self.settings["max_steps"], record_video)
+        budget = self.setting.replans if self.setting else self.settings["max_steps"]
+        record = episode_record(ep, index, budget, 1 if warmup else 0, time.perf_counter() - t0)
+        if record_video:  # before the record, whose presence marks the episode done
+            report.write_episode_video(self.sink.video_path(seed), ep, record)
+        self.sink.add(record)
+
+    def spread(self, workers: Workers, todo, parallel: int, model) -> None:
+        """Over worker processes (`workers.py`), each running `sequential` or `parallel`."""
+        spread(workers, self.sink, ShardPlan(self.settings, self.setting, self.videos,
+                                             parallel, todo, model))
+
     def sequential(self, spec, world_model, todo) -> None:
         with RemoteEnv(spec.env_id, modules=("envs",), **_env_kwargs(self.settings)) as env:
             planner = self.service or (None if self.setting is None
                                        else _make_planner(world_model, env, self.setting))
-            self.store.begin()
+            self.sink.begin()
             for n, (index, seed) in enumerate(todo):
                 self.episode(env, planner, index, seed, warmup=planner is not None and n == 0)
 
@@ -203,7 +243,7 @@ class _Run:
                 clients = [batching.client() for _ in envs]
             else:
                 clients = [None] * len(envs)
-            self.store.begin()
+            self.sink.begin()
 
             def work(env, client):
                 first = True
@@ -331,8 +371,10 @@ def _connect(url: str, world_model) -> RemotePlanner:
         raise UsageError(f"--remote {url}: {error}") from None
 
 
-def _check_service(service: RemotePlanner, setting: EpisodeSetting) -> None:
+def _check_service(service: RemotePlanner | None, setting: EpisodeSetting) -> None:
     """The service must plan with the preset's CEM settings (they are decided where it runs)."""
+    if service is None:
+        return
     wanted = json.loads(json.dumps(dataclasses.asdict(setting.preset.cem)))
     served = service.health["cem"]
     for key in sorted(set(wanted) | set(served)):
