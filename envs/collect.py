@@ -18,6 +18,7 @@ observation and a zero action. Episode metadata: `task`, `variation`, `seed`, `s
 from __future__ import annotations
 
 import atexit
+import json
 import concurrent.futures as futures
 import multiprocessing
 import os
@@ -53,7 +54,9 @@ class CollectConfig:
     Args:
         task: a task name or `"play"`.
         variation: `"train"`, `"wide"` or `"heldout"`.
-        image_size: camera frame side in pixels.
+        image_size: camera frame side in pixels (each camera of a multi-view frame).
+        view: what the camera sees (`envs.views.VIEWS`); `scene+wrist` frames are
+            `S x 2S`, and `--videos` writes one video per camera.
         noise: expert action noise std (None: the policy's default).
         seed: base seed; episode `i` uses `seed + i`.
         language_instruction: steps carry `language_instruction`. Folders collected before
@@ -67,15 +70,17 @@ class CollectConfig:
     noise: float | None = None
     seed: int = 0
     language_instruction: bool = True
+    view: str = "scene"
 
     def __post_init__(self):
-        from envs import policies, tasks, variations
+        from envs import policies, tasks, variations, views
 
         if self.task not in policies.POLICY_NAMES:
             raise UsageError(
                 f"unknown task {self.task!r}; expected one of {', '.join(policies.POLICY_NAMES)}"
             )
         variations.get_variation_set(self.variation)
+        views.check_view(self.view)
         if not 16 <= self.image_size <= 1024:
             raise UsageError(f"--image-size must be in [16, 1024]; received {self.image_size}")
         if self.noise is not None and (not np.isfinite(self.noise) or self.noise < 0):
@@ -89,14 +94,16 @@ class CollectConfig:
         return PLAY_SCENE_TASK if self.task == "play" else self.task
 
 
-def make_features(image_size: int, language_instruction: bool = True):
+def make_features(image_size: int, language_instruction: bool = True, view: str = "scene"):
     """The RLDS episode features of these logs."""
     import tensorflow as tf
     import tensorflow_datasets as tfds
 
+    from envs.views import frame_shape
     from vjepa2.data import rlds
 
-    image = tfds.features.Image(shape=(image_size, image_size, 3), encoding_format="png")
+    shape = frame_shape(view, image_size)
+    image = tfds.features.Image(shape=shape, encoding_format="png")
     return rlds.episode_features(
         observation={"image": image, "state": tfds.features.Tensor(shape=(4,), dtype=tf.float32)},
         action_dim=4,
@@ -106,7 +113,7 @@ def make_features(image_size: int, language_instruction: bool = True):
             "variation": tfds.features.Text(),
             "seed": tfds.features.Scalar(dtype=tf.int64),
             "success": tfds.features.Scalar(dtype=tf.bool),
-            "goal_image": tfds.features.Image(shape=(image_size, image_size, 3), encoding_format="png"),
+            "goal_image": tfds.features.Image(shape=shape, encoding_format="png"),
         },
     )
 
@@ -179,7 +186,7 @@ def _init_worker(config: CollectConfig, out: str, videos: bool, parent_pid: int)
     die_with_parent(parent_pid)
 
     env = gym.make(envs.TASKS[config.env_task].env_id, variation=config.variation,
-                   image_size=config.image_size)
+                   image_size=config.image_size, view=config.view)
     # Close the renderer before interpreter teardown, or its EGL context errors on exit.
     atexit.register(env.close)
     _WORKER.update(env=env, policy=make_policy(config.task, env, noise=config.noise),
@@ -192,10 +199,15 @@ def _collect_one(episode_id: int, episode_fn: Callable = run_episode) -> dict:
     w = _WORKER
     episode = episode_fn(w["env"], w["policy"], w["config"], episode_id)
     if w["videos"]:
-        # Before the episode file, whose presence marks the episode done.
+        # Before the episode file, whose presence marks the episode done. One video per
+        # camera of a multi-view frame (each a square clip, as pretraining reads them).
         frames = np.stack([s["observation"]["image"] for s in episode["steps"]])
-        write_video(Path(w["out"]) / "videos" / f"episode-{episode_id:08d}.mp4", frames,
-                    fps=1.0 / ENV_STEP_SECONDS)
+        cameras = w["config"].view.split("+")
+        for index, camera in enumerate(cameras):
+            suffix = "" if len(cameras) == 1 else f"-{camera}"
+            size = frames.shape[1]
+            write_video(Path(w["out"]) / "videos" / f"episode-{episode_id:08d}{suffix}.mp4",
+                        frames[:, :, index * size:(index + 1) * size], fps=1.0 / ENV_STEP_SECONDS)
     return episode
 
 
@@ -206,7 +218,11 @@ def _check_manifest(out: Path, config: CollectConfig) -> None:
     """Refuses a file or another command's folder, and a folder of another collection."""
     check_output_folder(out, MANIFEST)
     wanted = asdict(config)
-    check_settings(out / MANIFEST, wanted, what="a collection", keys=list(wanted))
+    keys = list(wanted)
+    if config.view == "scene" and (out / MANIFEST).is_file() and \
+            "view" not in json.loads((out / MANIFEST).read_text() or "{}"):
+        keys.remove("view")  # collected before views existed: the scene view
+    check_settings(out / MANIFEST, wanted, what="a collection", keys=keys)
 
 
 def collect(
@@ -258,7 +274,7 @@ def collect(
         summary["failed"].append({"id": episode_id, "error": f"{type(error).__name__}: {error}"})
         bar.write(f"collect: episode {episode_id} failed: {type(error).__name__}: {error}")
 
-    features = make_features(config.image_size, config.language_instruction)
+    features = make_features(config.image_size, config.language_instruction, config.view)
     try:
         if todo:
             _run_workers(config, out, videos, workers, todo, episode_fn, features, done, failed)

@@ -27,6 +27,7 @@ with contextlib.redirect_stdout(io.StringIO()):
 from envs import goal_tasks
 from envs import tasks as tasks_lib
 from envs import variations as variations_lib
+from envs import views as views_lib
 from envs.scene import TABLE_TOP, SceneIds, SceneRandomizer, geom_bottom, hide_markers
 
 SCENE_XML = Path(__file__).with_name("assets") / "scene.xml"
@@ -55,7 +56,7 @@ class FetchGoalImageEnv(MujocoFetchEnv):
     orientation is fixed (pointing down). One step is 20 physics steps of 2 ms (0.04 s, 25 Hz).
 
     **Observation**: a `Dict` with
-    - `image`: `(S, S, 3)` uint8 RGB frame of the task camera (S = `image_size`, default 128);
+    - `image`: `(S, S, 3)` uint8 RGB frame of the view (S = `image_size`, default 128);
     - `state`: `(4,)` float32 proprio: gripper xyz (m, world frame) and gripper opening
       (finger gap in m, 0 closed .. 0.1 open);
     - `observation`: Fetch's `(25,)` float64 state vector (privileged; for baselines/debugging);
@@ -94,7 +95,7 @@ class FetchGoalImageEnv(MujocoFetchEnv):
     **Variations**: `info["variation"]` at reset holds the sampled scene values (see
     `envs.variations`); `heldout` never shares a value with `train` or `wide`.
 
-    **Version history**: v0: initial release.
+    **Version history**: v0: initial release; `view` added (default `scene`, as before).
 
     Args:
         task: one of `envs.tasks.TASK_NAMES`.
@@ -104,6 +105,7 @@ class FetchGoalImageEnv(MujocoFetchEnv):
         reward_type: `"sparse"` (Fetch default) or `"dense"` (negative distance).
         pixels: if False, no frame is rendered: `image` and the goal images are all zeros.
             For fast scripted rollouts whose images are not needed (tests, success-rate checks).
+        view: what the camera sees, one of `envs.views.VIEWS` (`scene+wrist`: `S x 2S` frames).
 
     Example:
 
@@ -128,6 +130,7 @@ class FetchGoalImageEnv(MujocoFetchEnv):
         render_mode: str | None = "rgb_array",
         reward_type: str = "sparse",
         pixels: bool = True,
+        view: str = "scene",
     ):
         self.goal_task = goal_tasks.make_task(task)
         self.variation_set = variations_lib.get_variation_set(variation)
@@ -138,6 +141,7 @@ class FetchGoalImageEnv(MujocoFetchEnv):
         if reward_type not in ("sparse", "dense"):
             raise ValueError(f"reward_type must be 'sparse' or 'dense'; received {reward_type!r}")
         self.image_size = int(image_size)
+        self.view = views_lib.check_view(view)
         self.pixels = bool(pixels)
         self._renderer = None
         self._goal_images: dict[str, np.ndarray] = {}
@@ -164,7 +168,7 @@ class FetchGoalImageEnv(MujocoFetchEnv):
         size = self.image_size
         self.observation_space = spaces.Dict(
             {
-                "image": spaces.Box(0, 255, (size, size, 3), np.uint8),
+                "image": spaces.Box(0, 255, views_lib.frame_shape(self.view, size), np.uint8),
                 "state": spaces.Box(-np.inf, np.inf, (4,), np.float32),
                 "observation": spaces.Box(-np.inf, np.inf, (25,), np.float64),
                 "achieved_goal": spaces.Box(-np.inf, np.inf, (3,), np.float64),
@@ -196,9 +200,8 @@ class FetchGoalImageEnv(MujocoFetchEnv):
         self._finger_reach = self._grip_pos()[2] - min(
             geom_bottom(self.data, self.model, g) for g in self._ids.finger_geoms
         )
-        self._scene_option = mujoco.MjvOption()
         if self.pixels:
-            self._renderer = mujoco.Renderer(self.model, self.image_size, self.image_size)
+            self._renderer = views_lib.ViewRenderer(self.model, self.view, self.image_size)
 
     # ------------------------------------------------------------------ gymnasium API
 
@@ -335,9 +338,8 @@ class FetchGoalImageEnv(MujocoFetchEnv):
 
     def _render_frame(self) -> np.ndarray:
         if not self.pixels:
-            return np.zeros((self.image_size, self.image_size, 3), np.uint8)
-        self._renderer.update_scene(self.data, camera=self._ids.camera, scene_option=self._scene_option)
-        return self._renderer.render().copy()
+            return np.zeros(views_lib.frame_shape(self.view, self.image_size), np.uint8)
+        return self._renderer.render(self.data, self._grip_pos())
 
     def _render_callback(self):
         # Fetch moves its goal-marker site here; this scene draws no marker.

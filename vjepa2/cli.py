@@ -37,7 +37,7 @@ def _cmd_collect(args: argparse.Namespace) -> int:
     from envs.collect import CollectConfig, collect
 
     config = CollectConfig(task=args.task, variation=args.variation, image_size=args.image_size,
-                           noise=args.noise, seed=args.seed)
+                           noise=args.noise, seed=args.seed, view=args.view)
     summary = collect(config, args.episodes, args.out, workers=args.workers, videos=args.videos)
     n = summary["collected"]
     rate = f"{summary['successes']}/{n} successful" if n else "nothing new to collect"
@@ -218,6 +218,8 @@ def _collect_parser(sub) -> None:
     p.add_argument("--videos", action="store_true",
                    help="also write each episode's camera frames as an mp4 (readable by pretrain)")
     p.add_argument("--image-size", type=_positive_int, default=128, help="camera frame size in px")
+    p.add_argument("--view", default="scene", choices=["scene", "close", "wrist", "scene+wrist"],
+                   help="what the camera sees (scene+wrist: both side by side)")
     p.add_argument("--noise", type=float, default=None,
                    help="action noise of the scripted expert (default: the policy's own)")
     p.add_argument("--seed", type=int, default=0, help="base seed; episode i uses seed + i")
@@ -363,6 +365,8 @@ def _family_parsers(sub) -> None:
         "initialised encoder. Writes results.json into --out.")
     add_config_flags(p, ProbeConfig)
     p.set_defaults(func=_cmd_probe)
+    from vjepa2.app.state_probe_cli import add_parsers
+    add_parsers(sub)
 
     p = sub.add_parser(
         "make-family-data", help="generate labelled images, audio clips or moving-shape clips",

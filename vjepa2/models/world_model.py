@@ -35,7 +35,11 @@ class WorldModelConventions:
     Args:
         action_dim: `A`.
         state_dim: `S`.
-        image_size: frames are resized (bilinear) to `image_size` x `image_size` before encoding.
+        image_size: frames are resized (bilinear) to `image_size` x `image_size` before encoding
+            (each camera image of a multi-view frame).
+        view: what the frames show, the env's view name (`envs.views`), e.g. `"scene"` or
+            `"scene+wrist"`; evaluation renders this view.
+        frame_views: camera images side by side in a frame (`W = frame_views * H`).
         frame_stride: environment steps one frame step spans; an action is the sum over these
             steps on its delta dims, their mean on the others.
         action: what an action holds, with units.
@@ -61,6 +65,8 @@ class WorldModelConventions:
     state_dim: int
     image_size: int
     frame_stride: int = 1
+    view: str = "scene"
+    frame_views: int = 1
     action: str = ""
     state: str = ""
     action_delta_dims: tuple[int, ...] = ()
@@ -81,7 +87,7 @@ class WorldModelConventions:
             if not condition:
                 raise UsageError(f"conventions: {message}")
 
-        for name in ("action_dim", "state_dim", "image_size", "frame_stride"):
+        for name in ("action_dim", "state_dim", "image_size", "frame_stride", "frame_views"):
             value = getattr(self, name)
             check(isinstance(value, int) and value >= 1,
                   f"{name} must be a positive integer; received {value!r}")
@@ -149,21 +155,23 @@ def layer_norm_no_affine(x, epsilon=1e-6):
 def preprocess_frames(frames, image_size: int | None = None, normalization: str = "imagenet"):
     """Frames `(B, T, H, W, 3)` uint8 [0, 255] or float [0, 1] -> normalized float32.
 
-    When the frames are not `image_size` square they are resized bilinearly; uint8 frames are
+    When the frames' camera images are not `image_size` square they are resized bilinearly
+    (a frame of `V` views side by side to `image_size x V * image_size`); uint8 frames are
     rounded back to integers after resizing, as the training reader does.
     """
     is_uint8 = "uint8" in str(frames.dtype)
     x = ops.cast(frames, "float32")
     if not is_uint8:
         x = x * 255.0
-    if image_size is not None and (x.shape[2] != image_size or x.shape[3] != image_size):
-        b, t, h, w = (ops.shape(x)[i] for i in range(4))
+    width = None if image_size is None else image_size * frame_views(x.shape)
+    if image_size is not None and (x.shape[2] != image_size or x.shape[3] != width):
+        b, t = ops.shape(x)[0], ops.shape(x)[1]
         x = ops.reshape(x, (-1, x.shape[2], x.shape[3], 3))
-        x = ops.image.resize(x, (image_size, image_size), interpolation="bilinear",
+        x = ops.image.resize(x, (image_size, width), interpolation="bilinear",
                              antialias=False)
         if is_uint8:
             x = ops.clip(ops.round(x), 0.0, 255.0)
-        x = ops.reshape(x, (b, t, image_size, image_size, 3))
+        x = ops.reshape(x, (b, t, image_size, width, 3))
     x = x / 255.0
     if normalization == "imagenet":
         x = (x - ops.convert_to_tensor(IMAGENET_MEAN, "float32")) / ops.convert_to_tensor(
@@ -171,16 +179,38 @@ def preprocess_frames(frames, image_size: int | None = None, normalization: str 
     return x
 
 
+def frame_views(shape) -> int:
+    """Camera images side by side in frames of `shape` `(..., H, W, 3)`: `W / H` (1 for a
+    square frame). Raises `ValueError` when `W` is not a multiple of `H`."""
+    h, w = int(shape[-3]), int(shape[-2])
+    if w % h:
+        raise ValueError(f"frames must be square camera images side by side (width a multiple "
+                         f"of height); received shape {tuple(shape)}")
+    return w // h
+
+
+def frame_grid(shape, patch_size: int) -> tuple[int, int]:
+    """The predictor's `(rows, columns)` patch grid of frames of `shape`: the views' square
+    grids stacked, as `encode_frames` concatenates their tokens."""
+    side = int(shape[-3]) // patch_size
+    return (frame_views(shape) * side, side)
+
+
 def encode_frames(encoder, frames, image_size=None, normalization="imagenet"):
     """Each frame alone, repeated to fill one tubelet, through the frozen encoder; non-affine
-    LayerNorm on its tokens. `(B, T, H, W, 3)` -> `(B, T, N, D)` float32."""
+    LayerNorm on its tokens. `(B, T, H, W, 3)` -> `(B, T, N, D)` float32.
+
+    A frame of `V = W / H` camera views side by side (e.g. a scene and a wrist camera) is
+    encoded view by view, each a square image as in pretraining; the frame's tokens are the
+    views' tokens in order (`N = V * (H / p)^2`)."""
     x = preprocess_frames(frames, image_size, normalization)
     batch, steps = ops.shape(x)[0], ops.shape(x)[1]
-    h, w = x.shape[2], x.shape[3]
-    x = ops.reshape(x, (-1, 1, h, w, 3))
+    h, views = x.shape[2], frame_views(x.shape)
+    x = ops.reshape(x, (-1, h, views, h, 3))
+    x = ops.reshape(ops.transpose(x, (0, 2, 1, 3, 4)), (-1, 1, h, h, 3))
     x = ops.repeat(x, encoder.tubelet_size, axis=1)
     tokens = layer_norm_no_affine(encoder(x, training=False))
-    return ops.reshape(tokens, (batch, steps, tokens.shape[1], tokens.shape[2]))
+    return ops.reshape(tokens, (batch, steps, views * tokens.shape[1], tokens.shape[2]))
 
 
 # ----------------------------------------------------------------------------------- the model
@@ -227,7 +257,8 @@ class WorldModel:
         self.state_dim = conventions.state_dim
         self.image_size = conventions.image_size
         side = conventions.image_size // encoder.patch_size
-        self.frame_grid = (side, side)
+        self.frame_views = conventions.frame_views
+        self.frame_grid = (self.frame_views * side, side)
         self._state_matrix = ops.convert_to_tensor(conventions.state_update_matrix())
 
     @property
@@ -243,6 +274,10 @@ class WorldModel:
         x = ops.convert_to_tensor(frames)
         if len(x.shape) != 5 or x.shape[-1] != 3:
             raise ValueError(f"frames must be (B, T, H, W, 3); received shape {tuple(x.shape)}")
+        if frame_views(x.shape) != self.frame_views:
+            raise ValueError(f"this world model reads {self.frame_views} camera view(s) side by "
+                             f"side ({self._conventions.view}); received frames of shape "
+                             f"{tuple(x.shape)}")
         batch, steps = x.shape[0], x.shape[1]
         flat = ops.reshape(x, (batch * steps, 1) + tuple(x.shape[2:]))
         parts = [encode_frames(self.encoder, flat[i:i + chunk], self.image_size,

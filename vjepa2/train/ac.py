@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from keras import ops
 
-from vjepa2.models.world_model import encode_frames
+from vjepa2.models.world_model import encode_frames, frame_grid
 from vjepa2.train.jepa import feature_std
 from vjepa2.train.trainer import BackendTrainer
 
@@ -72,8 +72,7 @@ class ACTrainer(BackendTrainer):
         actions = ops.cast(actions, "float32")
         states = ops.cast(states, "float32")
         z = self.encode(frames)  # (B, T, N, D)
-        side = frames.shape[2] // self.encoder.patch_size
-        grid = (side, frames.shape[3] // self.encoder.patch_size)
+        grid = frame_grid(frames.shape, self.encoder.patch_size)
         predicted = self.predictor(z[:, :-1], actions[:, :-1], states[:, :-1], frame_grid=grid,
                                    training=training)
         predicted = ops.cast(predicted, "float32")
