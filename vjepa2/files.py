@@ -367,11 +367,13 @@ FOLDER_MARKERS = {
 }
 
 
-def check_output_folder(out: str | os.PathLike, marker: str, flag: str = "--out") -> Path:
+def check_output_folder(out: str | os.PathLike, marker: str, flag: str = "--out",
+                        clean: bool = True) -> Path:
     """Refuses an output path that is a file or holds another command's output.
 
     A folder this command may use (new, empty, or its own) is cleaned of the temp files that
-    killed writes left (`remove_stale_temps`).
+    killed writes left (`remove_stale_temps`), unless `clean` is False (a reader that is not
+    the folder's writer).
 
     Args:
         out: the output folder (it need not exist).
@@ -392,5 +394,6 @@ def check_output_folder(out: str | os.PathLike, marker: str, flag: str = "--out"
         for other, what in FOLDER_MARKERS.items():
             if other != marker and (out / other).exists():
                 raise UsageError(f"{flag} {out} holds {what}; choose another folder")
-    remove_stale_temps(out)
+    if clean:
+        remove_stale_temps(out)
     return out

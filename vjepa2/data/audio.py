@@ -126,7 +126,8 @@ def audio_loader(frames: int):
 
 
 def make_audio_dataset(source, frames=128, batch_size=16, training=True, seed=0, start_index=0,
-                       repeat=True, with_labels=False, gate=None, num_parallel_calls=None):
+                       repeat=True, with_labels=False, gate=None, num_parallel_calls=None,
+                       shard=(1, 0)):
     """Batches of (B, frames, 128, 1) spectrograms; returns (dataset, stats)."""
     if frames < 1 or batch_size < 1:
         raise UsageError(f"frames and batch_size must be >= 1; received {frames}, {batch_size}")
@@ -134,7 +135,7 @@ def make_audio_dataset(source, frames=128, batch_size=16, training=True, seed=0,
     sampler = ItemSampler(list_audio(source), audio_loader(frames), seed, training, stats,
                           str(source))
     dataset = make_item_dataset(sampler, (frames, MEL_BINS, 1), batch_size, start_index, repeat,
-                                with_labels, gate, num_parallel_calls)
+                                with_labels, gate, num_parallel_calls, shard)
     return dataset, stats
 
 

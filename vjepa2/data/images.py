@@ -75,7 +75,7 @@ def image_loader(resolution: int, normalize: bool = True):
 
 def make_image_dataset(source, resolution=128, batch_size=16, training=True, seed=0,
                        start_index=0, repeat=True, with_labels=False, gate=None,
-                       num_parallel_calls=None):
+                       num_parallel_calls=None, shard=(1, 0)):
     """Batches of (B, resolution, resolution, 3) float32 images; returns (dataset, stats).
 
     Element `i` depends only on `(seed, i)` and the files (see `vjepa2.data.items`).
@@ -87,7 +87,7 @@ def make_image_dataset(source, resolution=128, batch_size=16, training=True, see
     sampler = ItemSampler(list_images(source), image_loader(resolution), seed, training, stats,
                           str(source))
     dataset = make_item_dataset(sampler, (resolution, resolution, 3), batch_size, start_index,
-                                repeat, with_labels, gate, num_parallel_calls)
+                                repeat, with_labels, gate, num_parallel_calls, shard)
     return dataset, stats
 
 

@@ -17,6 +17,7 @@ from typing import Callable
 
 import numpy as np
 
+from vjepa2.data.shards import shard_indices
 from vjepa2.data.video import PipelineGate
 from vjepa2.data.video_sources import BadVideo, VideoStats, list_videos
 from vjepa2.errors import UsageError
@@ -109,8 +110,10 @@ class ItemSampler:
 
 def make_item_dataset(sampler: ItemSampler, shape, batch_size: int, start_index: int = 0,
                       repeat: bool = True, with_labels: bool = False,
-                      gate: PipelineGate | None = None, num_parallel_calls: int | None = None):
-    """Batches of float32 items of `shape` (and int32 labels with `with_labels`).
+                      gate: PipelineGate | None = None, num_parallel_calls: int | None = None,
+                      shard: tuple[int, int] = (1, 0)):
+    """Batches of float32 items of `shape` (and int32 labels with `with_labels`); with `shard
+    = (workers, index)` this worker's rows of each batch only (see `vjepa2.data.shards`).
 
     One item is loaded first, so that a source without a usable file fails now with a
     `UsageError` instead of inside the running pipeline. Close `gate` before abandoning the
@@ -137,8 +140,9 @@ def make_item_dataset(sampler: ItemSampler, shape, batch_size: int, start_index:
         return tf.ensure_shape(item, shape), tf.ensure_shape(label, [])
 
     stop = _INT64_MAX if repeat else len(sampler.files)
-    dataset = tf.data.Dataset.range(start_index, max(stop, start_index)).map(
+    indices, rows = shard_indices(start_index, stop, batch_size, shard)
+    dataset = indices.map(
         to_item, num_parallel_calls=num_parallel_calls or tf.data.AUTOTUNE, deterministic=True)
     if not with_labels:
         dataset = dataset.map(lambda item, label: item)
-    return dataset.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    return dataset.batch(rows, drop_remainder=True).prefetch(tf.data.AUTOTUNE)

@@ -271,6 +271,7 @@ def make_clip_dataset(
     repeat: bool = False,
     drop_remainder: bool = True,
     start_index: int = 0,
+    episode_shard: tuple[int, int] = (1, 0),
 ):
     """Reads an RLDS dataset as batches of clips `{"frames", "states", "actions"}`.
 
@@ -291,6 +292,9 @@ def make_clip_dataset(
         start_index: skip this many clips of the (shuffled, repeated) clip stream first, so
             that a resumed run continues from the same data position: with the same seed, the
             stream from `start_index` equals the tail of the stream from 0.
+        episode_shard: `(shards, index)`: read only shard `index` of the data files (episodes,
+            in this project's logs) split into `shards` (TFDS's file sharding): one worker's
+            share of the logs.
 
     Returns:
         A `tf.data.Dataset` of dicts: `frames` `(B, T, H, W, 3)` uint8, `states` `(B, T, S)`
@@ -298,25 +302,10 @@ def make_clip_dataset(
         int64 first env step. See the module docstring for the action conventions.
     """
     import tensorflow as tf
-    import tensorflow_datasets as tfds
-
-    from vjepa2.errors import UsageError
 
     _check_clip_arguments(clip_length=clip_length, frame_stride=frame_stride,
                           batch_size=batch_size, clip_shift=clip_shift, start_index=start_index)
-    if not (Path(data_dir) / "dataset_info.json").exists():
-        raise UsageError(f"no RLDS dataset (dataset_info.json) in {data_dir}")
-    builder = tfds.builder_from_directory(str(data_dir))
-    step_features = builder.info.features["steps"].feature
-    actions = () if keymap.action_from_state else keymap.action_keys()
-    widths = {path: _feature_width(step_features, path, data_dir)
-              for path in (*keymap.state_keys(), *actions, keymap.image)}
-    step_decoders = _skip_unread(step_features, set(keymap.read_keys()))
-    episodes = builder.as_dataset(
-        split=split, shuffle_files=shuffle,
-        read_config=tfds.ReadConfig(shuffle_seed=seed if shuffle else None),
-        decoders={"steps": step_decoders} if step_decoders else None,
-    ).enumerate()
+    episodes, widths = _read_episodes(data_dir, keymap, split, shuffle, seed, episode_shard)
     clips = episodes.flat_map(_episode_to_clips(keymap, widths, clip_length, frame_stride,
                                                 clip_shift))
     if image_size is not None:
@@ -332,6 +321,40 @@ def make_clip_dataset(
     if start_index:
         clips = clips.skip(start_index)
     return clips.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
+
+
+def _read_episodes(data_dir, keymap: KeyMap, split: str, shuffle: bool, seed: int,
+                   episode_shard: tuple[int, int]):
+    """The enumerated episodes of one shard of the data files, and the step features' widths
+    (`{path: flat size}`) of the keys the clips read."""
+    import tensorflow as tf
+    import tensorflow_datasets as tfds
+
+    from vjepa2.errors import UsageError
+
+    if not (Path(data_dir) / "dataset_info.json").exists():
+        raise UsageError(f"no RLDS dataset (dataset_info.json) in {data_dir}")
+    builder = tfds.builder_from_directory(str(data_dir))
+    shards, shard_index = episode_shard
+    files = builder.info.splits[split].num_shards
+    if not 0 <= shard_index < shards <= files:
+        raise UsageError(f"{data_dir} holds {files} data files; cannot split them into "
+                         f"{shards} shards (one file per shard at least) and read shard "
+                         f"{shard_index}")
+    step_features = builder.info.features["steps"].feature
+    actions = () if keymap.action_from_state else keymap.action_keys()
+    widths = {path: _feature_width(step_features, path, data_dir)
+              for path in (*keymap.state_keys(), *actions, keymap.image)}
+    step_decoders = _skip_unread(step_features, set(keymap.read_keys()))
+    episodes = builder.as_dataset(
+        split=split, shuffle_files=shuffle,
+        read_config=tfds.ReadConfig(
+            shuffle_seed=seed if shuffle else None,
+            input_context=None if shards == 1 else tf.distribute.InputContext(
+                num_input_pipelines=shards, input_pipeline_id=shard_index)),
+        decoders={"steps": step_decoders} if step_decoders else None,
+    ).enumerate()
+    return episodes, widths
 
 
 def _check_clip_arguments(start_index: int, **positive: int) -> None:

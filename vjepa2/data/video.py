@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 
 from vjepa2.data.video_clips import ClipConfig, ClipSampler
+from vjepa2.data.shards import shard_indices
 from vjepa2.data.video_decode import resample_offsets
 from vjepa2.data.video_sources import (
     CLIP_REASONS,
@@ -144,6 +145,7 @@ def make_clip_dataset(
     repeat: bool = True,
     with_labels: bool = False,
     gate: PipelineGate | None = None,
+    shard: tuple[int, int] = (1, 0),
 ) -> tuple[tf.data.Dataset, VideoStats]:
     """Builds the batched video-clip stream for pretraining or evaluation.
 
@@ -176,6 +178,8 @@ def make_clip_dataset(
         repeat: Endless epochs; else one pass.
         with_labels: Yield `(video, label)` with int32 labels (-1 where the source has none).
         gate: A `PipelineGate` to close before abandoning the pipeline mid-run.
+        shard: `(workers, index)`: this worker's rows of every batch, `batch_size // workers`
+            of them (see `vjepa2.data.shards`); the others are not decoded.
 
     Returns:
         `(dataset, stats)`: a `tf.data.Dataset` of float32 `(B, T, H, W, 3)` batches (or
@@ -199,8 +203,8 @@ def make_clip_dataset(
     sampler = _readable_sampler(source, config, start_index, num_parallel_calls)
     load = _gated_loader(sampler, gate if gate is not None else PipelineGate())
     stop = _INT64_MAX if config.repeat else len(sampler.videos)
-    indices = tf.data.Dataset.range(start_index, max(stop, start_index))
-    dataset = _clip_batches(indices, load, config, num_parallel_calls, with_labels)
+    indices, rows = shard_indices(start_index, stop, batch_size, shard)
+    dataset = _clip_batches(indices, load, config, num_parallel_calls, with_labels, rows)
     return dataset, sampler.stats
 
 
@@ -247,8 +251,10 @@ def _clip_batches(
     config: ClipConfig,
     num_parallel_calls: int | None,
     with_labels: bool,
+    rows: int,
 ) -> tf.data.Dataset:
-    """Maps stream indices to resized, normalized clips in order, then batches and prefetches."""
+    """Maps stream indices to resized, normalized clips in order, then batches of `rows` and
+    prefetches."""
     import tensorflow as tf
 
     mean = tf.constant(IMAGENET_MEAN, tf.float32)
@@ -273,7 +279,7 @@ def _clip_batches(
     )
     if not with_labels:
         dataset = dataset.map(lambda video, label: video)
-    dataset = dataset.batch(config.batch_size, drop_remainder=True)
+    dataset = dataset.batch(rows, drop_remainder=True)
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 

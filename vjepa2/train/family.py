@@ -93,12 +93,13 @@ def make_sampler(config, patch_size=16, tubelet_size=2):
                                  counts=getattr(config, "mask_counts", "quantile"))
 
 
-def make_inputs(config, start_step: int, gate):
-    """The member's (dataset of encoder inputs, stats); batch k depends only on (seed, k)."""
+def make_inputs(config, start_step: int, gate, shard=(1, 0)):
+    """The member's (dataset of encoder inputs, stats); batch k depends only on (seed, k);
+    `shard` picks a worker's rows of each batch (`vjepa2.data.shards`)."""
     member = member_of(config)
     start = start_step * config.batch_size
     common = dict(batch_size=config.batch_size, training=True, seed=config.seed,
-                  start_index=start, gate=gate, num_parallel_calls=config.workers)
+                  start_index=start, gate=gate, num_parallel_calls=config.workers, shard=shard)
     if member == "image":
         from vjepa2.data.images import make_image_dataset
 
@@ -113,11 +114,16 @@ def make_inputs(config, start_step: int, gate):
                              resolution=config.resolution, **common)
 
 
-def with_mask_ids(dataset, sampler, batch_size: int, start_step: int, gate):
+def with_mask_ids(dataset, sampler, batch_size: int, start_step: int, gate, shard=(1, 0)):
     """Adds each batch's mask ids: dicts of `video` (the encoder input) and, per mask set i,
-    `context_ids_i` and `target_ids_i`; the masks of batch k are the sampler's for step k."""
+    `context_ids_i` and `target_ids_i`; the masks of batch k are the sampler's for step k
+    (for a global batch of `batch_size`, of which `shard` picks a worker's rows)."""
     import numpy as np
     import tensorflow as tf
+
+    from vjepa2.data.shards import local_batch, shard_rows
+
+    rows = local_batch(batch_size, shard)
 
     num_sets = len(sampler.mask_sets)
     # Per mask set (context, target) counts: fixed, or None where they vary per batch.
@@ -131,11 +137,12 @@ def with_mask_ids(dataset, sampler, batch_size: int, start_step: int, gate):
     def masks(step):
         with gate.call() as open_:
             if not open_:
-                return [np.zeros((batch_size, n), np.int32) for i in range(num_sets)
+                return [np.zeros((rows, n), np.int32) for i in range(num_sets)
                         for n in fallback[i]]
             out = []
             for m in sampler.sample_batch(batch_size, int(step)):
-                out += [m["context_ids"], m["target_ids"]]
+                out += [shard_rows(m[key], batch_size, shard)
+                        for key in ("context_ids", "target_ids")]
             return out
 
     def add_masks(step, inputs):
@@ -143,8 +150,8 @@ def with_mask_ids(dataset, sampler, batch_size: int, start_step: int, gate):
         batch = {"video": inputs}
         for i in range(num_sets):
             ctx, tgt = arrays[2 * i], arrays[2 * i + 1]
-            ctx.set_shape([batch_size, static[i][0]])
-            tgt.set_shape([batch_size, static[i][1]])
+            ctx.set_shape([rows, static[i][0]])
+            tgt.set_shape([rows, static[i][1]])
             batch[f"context_ids_{i}"] = ctx
             batch[f"target_ids_{i}"] = tgt
         return batch
@@ -170,7 +177,7 @@ def check_family_fields(config) -> None:
         raise UsageError(f"mask_curriculum must be >= 0; received {config.mask_curriculum}")
 
 
-def mix_images(dataset, config, sampler, start_step: int, gate):
+def mix_images(dataset, config, sampler, start_step: int, gate, shard=(1, 0)):
     """Adds an image batch to every clip batch (V-JEPA 2's image mixing): `batch_size` images
     of `--images`, each repeated to one tubelet of the clips' tubelet size, with the multi-block
     masks of a one-tubelet grid (`image_video`, `image_context_ids_i`, `image_target_ids_i`)."""
@@ -183,10 +190,10 @@ def mix_images(dataset, config, sampler, start_step: int, gate):
     images, _ = make_image_dataset(config.images, resolution=config.resolution,
                                    batch_size=config.batch_size, seed=config.seed,
                                    start_index=start_step * config.batch_size, gate=gate,
-                                   num_parallel_calls=config.workers)
+                                   num_parallel_calls=config.workers, shard=shard)
     images = images.map(lambda x: tf.repeat(x[:, None], tubelet, axis=1))
     image_sampler = MultiBlockMaskSampler((1,) + tuple(sampler.grid[1:]), seed=config.seed + 1)
-    images = with_mask_ids(images, image_sampler, config.batch_size, start_step, gate)
+    images = with_mask_ids(images, image_sampler, config.batch_size, start_step, gate, shard)
 
     def merge(clips, image_batch):
         return {**clips, **{f"image_{k}": v for k, v in image_batch.items()}}

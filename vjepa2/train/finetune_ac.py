@@ -23,6 +23,9 @@ from pathlib import Path
 from vjepa2.errors import UsageError
 from vjepa2.train.config import (DIVERGENCE_FACTOR_HELP, DIVERGENCE_STEPS_HELP,
                                  TrainingConfigMixin, check, opt)
+from vjepa2.train.distribute import (COORDINATOR_HELP, DISTRIBUTE_CHOICES, DISTRIBUTE_HELP,
+                                     NUM_PROCESSES_HELP, PROCESS_ID_HELP,
+                                     check_distribution_fields, start_distribution)
 from vjepa2.train.run_folder import (CONFIG_FILE, check_run_folder, record_settings,
                                      resolve_precision)
 
@@ -68,6 +71,14 @@ class FinetuneACConfig(TrainingConfigMixin):
                          choices=("auto", "float32", "mixed_bfloat16"))
     augment: bool = opt(False, "per-clip colour and viewpoint augmentation "
                         "(vjepa2.data.augment), for logs from few scene settings")
+    data_shards: int | None = opt(None, "split the logs' episode files into this many shards, "
+                                  "each giving batch-size/N clips of every batch; workers read "
+                                  "only their own shards (default: the number of workers; on "
+                                  "--resume, the run's own)")
+    distribute: str = opt("none", DISTRIBUTE_HELP, choices=DISTRIBUTE_CHOICES)
+    coordinator: str | None = opt(None, COORDINATOR_HELP)
+    num_processes: int | None = opt(None, NUM_PROCESSES_HELP)
+    process_id: int | None = opt(None, PROCESS_ID_HELP)
 
     def __post_init__(self):
         self.check_training_fields()
@@ -79,6 +90,12 @@ class FinetuneACConfig(TrainingConfigMixin):
               f"image size must be a multiple of 16; received {self.image_size}")
         check(self.keymap in KEYMAPS or self.keymap.endswith(".json"),
               f"keymap must be 'default', 'droid' or a .json file; received {self.keymap!r}")
+        check(self.data_shards is None or self.data_shards >= 1,
+              f"data_shards must be >= 1; received {self.data_shards}")
+        check(self.data_shards is None or self.batch_size % self.data_shards == 0,
+              f"batch size {self.batch_size} must split evenly over {self.data_shards} data "
+              "shards")
+        check_distribution_fields(self)
 
 
 # ----------------------------------------------------------------------------------- inputs
@@ -181,15 +198,37 @@ def make_conventions(config: FinetuneACConfig, keymap, overrides: dict, action_d
         state=state_text, keymap=keymap_json, **overrides)
 
 
-def make_finetune_dataset(config: FinetuneACConfig, keymap, start_step: int = 0):
-    """Shuffled, repeated clip batches; batch k depends only on (seed, k)."""
+def make_finetune_dataset(config: FinetuneACConfig, keymap, start_step: int = 0,
+                          shards: range | None = None):
+    """Shuffled, repeated clip batches; batch k depends only on (seed, k).
+
+    The logs' episode files are split into `config.data_shards` shards (S, default 1), each a
+    clip stream of its own giving `batch_size // S` clips of every batch, side by side in
+    shard order. `shards` (default: all) picks those this worker reads: a worker of a
+    multi-worker run reads only its own episodes, and its rows together with the other
+    workers' are the batch one process reads with the same S.
+    """
+    import tensorflow as tf
+
+    count = config.data_shards or 1
+    parts = [_shard_stream(config, keymap, start_step, (count, i))
+             for i in (range(count) if shards is None else shards)]
+    if len(parts) == 1:
+        return parts[0]
+    return tf.data.Dataset.zip(tuple(parts)).map(
+        lambda *batches: {k: tf.concat([b[k] for b in batches], 0) for k in batches[0]})
+
+
+def _shard_stream(config: FinetuneACConfig, keymap, start_step: int, shard: tuple[int, int]):
+    """Batches of one episode shard: `batch_size // shards` clips a step."""
     from vjepa2.data.rlds import make_clip_dataset
 
+    count, index = shard
+    rows = config.batch_size // count
     dataset = make_clip_dataset(
         config.logs, keymap, clip_length=config.clip_length, frame_stride=config.frame_stride,
-        batch_size=config.batch_size, shuffle=True, seed=config.seed,
-        image_size=config.image_size, repeat=True, drop_remainder=True,
-        start_index=start_step * config.batch_size)
+        batch_size=rows, shuffle=True, seed=config.seed, image_size=config.image_size,
+        repeat=True, drop_remainder=True, start_index=start_step * rows, episode_shard=shard)
     keys = ("frames", "actions", "states")
     dataset = dataset.map(lambda batch: {k: batch[k] for k in keys})
     if config.augment:
@@ -198,9 +237,11 @@ def make_finetune_dataset(config: FinetuneACConfig, keymap, start_step: int = 0)
         from vjepa2.data.augment import ClipAugment, augment_clips
 
         ranges = ClipAugment()
+        # Shard i of batch k draws from (seed, k * shards + i): (seed, k) with one shard.
         dataset = dataset.enumerate(start=start_step).map(
             lambda k, batch: dict(batch, frames=augment_clips(
-                batch["frames"], tf.stack([tf.constant(config.seed, tf.int64), k]), ranges)),
+                batch["frames"], tf.stack([tf.constant(config.seed, tf.int64),
+                                           k * count + index]), ranges)),
             num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset
 
@@ -251,9 +292,27 @@ _RESUME_KEYS = ("encoder", "logs", "preset", "keymap", "batch_size", "clip_lengt
                 "frame_stride", "image_size", "seed", "augment")
 
 
+def _resolve_data_shards(config: FinetuneACConfig, workers: int, saved: dict | None):
+    """The config with its data shards set: as given, else the resumed run's own (1 for runs
+    that predate the setting), else one per worker."""
+    recorded = None if saved is None else (saved.get("data_shards") or 1)
+    shards = config.data_shards or recorded or workers
+    if recorded is not None and shards != recorded:
+        raise UsageError(f"{config.out} holds a run with data_shards={recorded}; received "
+                         f"data_shards={shards} (--resume needs the same value)")
+    if shards % workers:
+        raise UsageError(f"data shards ({shards}) must be a multiple of the workers ({workers}) "
+                         "so that each reads whole shards; pass --data-shards")
+    return dataclasses.replace(config, data_shards=shards)
+
+
 def finetune_ac(config: FinetuneACConfig, resume: bool = False, verbose: int = 1,
                 predictor_overrides: dict | None = None, extra_callbacks=()):
     """Runs (or resumes) fine-tuning; returns a summary dict.
+
+    Under several workers (`--distribute multi_worker`, or JAX processes) every worker calls
+    this; each reads its own episode shards and only the chief writes into `config.out` (see
+    `vjepa2.train.distribute`).
 
     Raises:
         UsageError: bad input (paths, values, a run folder in the way, an empty dataset).
@@ -262,62 +321,82 @@ def finetune_ac(config: FinetuneACConfig, resume: bool = False, verbose: int = 1
     import keras
 
     from vjepa2.models.world_model import save_world_model
-    from vjepa2.train.callbacks import make_guard, stopped_message, training_callbacks
 
+    distribution = start_distribution(config)  # first: before anything runs on the backend
     resolve_encoder_dir(config.encoder)  # bad paths fail before anything is built
     keymap, convention_overrides = resolve_keymap(config.keymap)
-    manager, state = check_run_folder(config.out, config.to_json(), resume, _RESUME_KEYS)
+    distribution.check_batch(config.batch_size)
+    manager, state = check_run_folder(config.out, config.to_json(), resume, _RESUME_KEYS,
+                                      clean=distribution.chief)
     out = Path(config.out)
-    if state is not None and predictor_overrides is None:
-        predictor_overrides = json.loads((out / CONFIG_FILE).read_text()).get(
-            "predictor_overrides")
+    saved = None if state is None else json.loads((out / CONFIG_FILE).read_text())
+    config = _resolve_data_shards(config, distribution.workers, saved)
+    if saved is not None and predictor_overrides is None:
+        predictor_overrides = saved.get("predictor_overrides")
     height, width, action_dim, state_dim = _peek(config, keymap)
     if height != width:
         raise UsageError(f"frames must be square (or pass --image-size); the logs hold "
                          f"{height}x{width}")
     conventions = make_conventions(config, keymap, convention_overrides, action_dim, state_dim,
                                    height)
-    out.mkdir(parents=True, exist_ok=True)
-    record_settings(out, {**config.to_json(), "predictor_overrides": predictor_overrides or {}},
-                    None if state is None else state["step"])
+    if distribution.chief:
+        out.mkdir(parents=True, exist_ok=True)
+        record_settings(out, {**config.to_json(),
+                              "predictor_overrides": predictor_overrides or {}},
+                        None if state is None else state["step"])
     precision = resolve_precision(config.precision)
     keras.mixed_precision.set_global_policy(precision)
     keras.utils.set_random_seed(config.seed)
-    trainer = build_trainer(config, action_dim, state_dim, predictor_overrides)
+    with distribution.scope():
+        trainer = build_trainer(config, action_dim, state_dim, predictor_overrides)
     if height % trainer.encoder.patch_size:
         raise UsageError(f"frame size {height} is not a multiple of the encoder's patch size "
                          f"{trainer.encoder.patch_size}; pass --image-size")
-    start_step = 0
-    if state is not None:
-        state = manager.restore(trainer, trainer.optimizer)
-        start_step = int(state["step"])
-    if start_step >= config.steps:
-        if verbose:
-            print(f"run in {out} is already at step {start_step} >= --steps {config.steps}")
-        save_world_model(out, trainer.encoder, trainer.predictor, conventions)
-        return {"step": start_step, "stopped": "complete", "run": str(out)}
+    start_step = 0 if state is None else int(manager.restore(trainer, trainer.optimizer)["step"])
+    verbose = verbose if distribution.chief else 0
+    if verbose and start_step < config.steps:
+        print(f"fine-tuning a {config.preset} action-conditioned predictor on {config.logs}: "
+              f"steps {start_step} -> {config.steps}, batch {config.batch_size} from "
+              f"{config.data_shards} episode shard(s), {config.clip_length} frames of "
+              f"{height}px at stride {config.frame_stride}, actions {action_dim}-D, states "
+              f"{state_dim}-D, precision {precision}, backend {keras.backend.backend()}, "
+              f"{distribution.describe()}")
+    with distribution.output_folder(out) as folder:
+        if start_step >= config.steps:
+            if verbose:
+                print(f"run in {out} is already at step {start_step} >= --steps {config.steps}")
+            save_world_model(folder, trainer.encoder, trainer.predictor, conventions)
+            return {"step": start_step, "stopped": "complete", "run": str(out)}
+        summary = _train(config, keymap, trainer, distribution, folder, start_step, verbose,
+                         extra_callbacks)
+        save_world_model(folder, trainer.encoder, trainer.predictor, conventions)
+    return summary
 
-    dataset = make_finetune_dataset(config, keymap, start_step)
+
+def _train(config: FinetuneACConfig, keymap, trainer, distribution, folder: Path,
+           start_step: int, verbose: int, extra_callbacks) -> dict:
+    """Fits from `start_step`, writing run files into `folder` (this worker's output folder)."""
+    from vjepa2.train.callbacks import make_guard, stopped_message, training_callbacks
+    from vjepa2.train.checkpoint import CheckpointManager
+
+    per_worker = config.data_shards // distribution.workers
+    shards = range(distribution.index * per_worker, (distribution.index + 1) * per_worker)
+    dataset = make_finetune_dataset(config, keymap, start_step, shards)
+    manager = CheckpointManager(folder / "checkpoints")
 
     def save(model, step):
         manager.save(model, model.optimizer, step, {"data_index": step * config.batch_size})
 
-    guard = make_guard(out, config, start_step)
-    callbacks = training_callbacks(out, config, start_step, save, guard, verbose,
+    # The guard reads the run's own metrics on every worker, so all stop at the same step.
+    guard = make_guard(Path(config.out), config, start_step)
+    callbacks = training_callbacks(folder, config, start_step, save, guard, verbose,
                                    "finetune-ac") + list(extra_callbacks)
-    if verbose:
-        print(f"fine-tuning a {config.preset} action-conditioned predictor on {config.logs}: "
-              f"steps {start_step} -> {config.steps}, batch {config.batch_size}, "
-              f"{config.clip_length} frames of {height}px at stride {config.frame_stride}, "
-              f"actions {action_dim}-D, states {state_dim}-D, precision {precision}, "
-              f"backend {keras.backend.backend()}")
     started = time.time()
-    trainer.fit(dataset, epochs=1, steps_per_epoch=config.steps - start_step,
-                callbacks=callbacks,
-                verbose=0, shuffle=False)
+    trainer.fit(distribution.dataset(dataset, config.batch_size), epochs=1,
+                steps_per_epoch=config.steps - start_step, callbacks=callbacks, verbose=0,
+                shuffle=False)
     seconds = time.time() - started
     if guard.bad_step is not None:
         raise RuntimeError(stopped_message(guard, manager, "Try a lower --lr, then --resume."))
-    save_world_model(out, trainer.encoder, trainer.predictor, conventions)
     final = manager.latest_state()
-    return {"step": final["step"], "seconds": seconds, "run": str(out)}
+    return {"step": final["step"], "seconds": seconds, "run": config.out}

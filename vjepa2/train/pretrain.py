@@ -22,6 +22,9 @@ from pathlib import Path
 from vjepa2.errors import UsageError
 from vjepa2.train.config import (DIVERGENCE_FACTOR_HELP, DIVERGENCE_STEPS_HELP,
                                  TrainingConfigMixin, check, opt)
+from vjepa2.train.distribute import (COORDINATOR_HELP, DISTRIBUTE_CHOICES, DISTRIBUTE_HELP,
+                                     NUM_PROCESSES_HELP, PROCESS_ID_HELP,
+                                     check_distribution_fields, start_distribution)
 from vjepa2.train.run_folder import (CONFIG_FILE, check_run_folder, record_settings,
                                      resolve_precision)
 
@@ -61,11 +64,10 @@ class PretrainConfig(TrainingConfigMixin):
     divergence_steps: int = opt(5, DIVERGENCE_STEPS_HELP)
     seed: int = opt(0, "random seed")
     workers: int | None = opt(None, "parallel video decoders (default: CPU count)")
-    distribute: str = opt(
-        "none", "multi-device training: tf.distribute.MirroredStrategy (TensorFlow, one host), "
-        "MultiWorkerMirroredStrategy (TensorFlow, hosts from TF_CONFIG) or "
-        "keras.distribution.DataParallel (JAX, all devices of all processes)",
-        choices=("none", "mirrored", "multi_worker", "data_parallel"))
+    distribute: str = opt("none", DISTRIBUTE_HELP, choices=DISTRIBUTE_CHOICES)
+    coordinator: str | None = opt(None, COORDINATOR_HELP)
+    num_processes: int | None = opt(None, NUM_PROCESSES_HELP)
+    process_id: int | None = opt(None, PROCESS_ID_HELP)
     precision: str = opt("auto", "auto: mixed_bfloat16 where a GPU is present, else float32",
                          choices=("auto", "float32", "mixed_bfloat16"))
     images: str | None = opt(None, "I-JEPA: folder of PNG/JPEG images (recursive) or a CSV of "
@@ -98,9 +100,7 @@ class PretrainConfig(TrainingConfigMixin):
               f"ema momentum must be in [0, 1]; received {tuple(self.ema)}")
         check(self.mask_counts in ("quantile", "reference"),
               f"mask_counts must be quantile or reference; received {self.mask_counts!r}")
-        check(self.distribute in ("none", "mirrored", "multi_worker", "data_parallel"),
-              f"distribute must be none, mirrored, multi_worker or data_parallel; received "
-              f"{self.distribute!r}")
+        check_distribution_fields(self)
 
 
 def build_trainer(config: PretrainConfig, preset_overrides: dict | None = None):
@@ -153,9 +153,11 @@ def make_mask_sampler(config: PretrainConfig, patch_size=16, tubelet_size=2):
     return make_sampler(config, patch_size, tubelet_size)
 
 
-def make_pretrain_dataset(config: PretrainConfig, sampler, start_step: int = 0, gate=None):
+def make_pretrain_dataset(config: PretrainConfig, sampler, start_step: int = 0, gate=None,
+                          shard: tuple[int, int] = (1, 0)):
     """The member's inputs (clips, images or spectrograms) + mask sets per batch; batch k
-    depends only on (seed, k).
+    depends only on (seed, k). With `shard = (workers, index)`, this worker's rows of each
+    batch only (`vjepa2.data.shards`).
 
     Returns (dataset of dicts, stats of the files read). Close `gate` (a `PipelineGate`) before
     abandoning the dataset mid-run.
@@ -164,57 +166,27 @@ def make_pretrain_dataset(config: PretrainConfig, sampler, start_step: int = 0, 
     from vjepa2.train.family import make_inputs, mix_images, with_mask_ids
 
     gate = gate if gate is not None else PipelineGate()
-    inputs, stats = make_inputs(config, start_step, gate)
-    dataset = with_mask_ids(inputs, sampler, config.batch_size, start_step, gate)
+    inputs, stats = make_inputs(config, start_step, gate, shard)
+    dataset = with_mask_ids(inputs, sampler, config.batch_size, start_step, gate, shard)
     if config.images and config.videos:
-        dataset = mix_images(dataset, config, sampler, start_step, gate)
+        dataset = mix_images(dataset, config, sampler, start_step, gate, shard)
     return dataset, stats
 
 
-def _strategy_scope(distribute: str):
-    import contextlib
-
-    import keras
-
-    if distribute == "none":
-        return contextlib.nullcontext()
-    backend = keras.backend.backend()
-    if distribute in ("mirrored", "multi_worker"):
-        if backend != "tensorflow":
-            raise UsageError(f"--distribute {distribute} needs the tensorflow backend; the "
-                             f"active backend is {backend} (use data_parallel with jax)")
-        import tensorflow as tf
-
-        if distribute == "multi_worker":
-            # Hosts and this worker's index come from the TF_CONFIG environment variable.
-            return tf.distribute.MultiWorkerMirroredStrategy().scope()
-        return tf.distribute.MirroredStrategy().scope()
-    if backend != "jax":
-        raise UsageError(f"--distribute data_parallel needs the jax backend; the active backend "
-                         f"is {backend} (use mirrored with tensorflow)")
-    # Multi-host JAX: every process calls keras.distribution.initialize() (or
-    # jax.distributed.initialize) first; list_devices() then spans all hosts.
-    keras.distribution.set_distribution(
-        keras.distribution.DataParallel(devices=keras.distribution.list_devices()))
-    return contextlib.nullcontext()
-
-
-def _check_run_folder(config: PretrainConfig, resume: bool):
-    return check_run_folder(config.out, config.to_json(), resume,
-                            ("preset", "batch_size", "frames", "resolution", "fps", "seed",
-                             "images", "audio", "audio_frames", "mask_curriculum",
-                             "motion_weight"))
-
-
-def _open_run_folder(config: PretrainConfig, resume: bool, preset_overrides):
-    """Checks the run folder; records the run's settings; returns (manager, state, overrides)."""
-    manager, state = _check_run_folder(config, resume)
+def _open_run_folder(config: PretrainConfig, resume: bool, preset_overrides, chief=True):
+    """Checks the run folder; the chief records the run's settings; returns (manager, state,
+    overrides). Other workers of a multi-worker run only read it."""
+    manager, state = check_run_folder(
+        config.out, config.to_json(), resume,
+        ("preset", "batch_size", "frames", "resolution", "fps", "seed", "images", "audio",
+         "audio_frames", "mask_curriculum", "motion_weight"), clean=chief)
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
     if state is not None and preset_overrides is None:
         preset_overrides = json.loads((out / CONFIG_FILE).read_text()).get("preset_overrides")
-    record_settings(out, {**config.to_json(), "preset_overrides": preset_overrides or {}},
-                    None if state is None else state["step"])
+    if chief:
+        out.mkdir(parents=True, exist_ok=True)
+        record_settings(out, {**config.to_json(), "preset_overrides": preset_overrides or {}},
+                        None if state is None else state["step"])
     return manager, state, preset_overrides
 
 
@@ -236,46 +208,65 @@ def pretrain(config: PretrainConfig, resume: bool = False, verbose: int = 1,
              preset_overrides: dict | None = None, extra_callbacks=()):
     """Runs (or resumes) pretraining; returns a summary dict.
 
+    Under several workers (`--distribute multi_worker`, or JAX processes) every worker calls
+    this; only the chief writes into `config.out` (see `vjepa2.train.distribute`).
+
     Raises:
         UsageError: bad input (paths, values, a run folder in the way).
         RuntimeError: the loss became NaN/inf or diverged (the last good checkpoint is kept).
     """
     import keras
 
-    from vjepa2.train.callbacks import make_guard, stopped_message, training_callbacks
     from vjepa2.train.family import check_sources
 
+    distribution = start_distribution(config)  # first: before anything runs on the backend
     check_sources(config)  # a missing or empty source fails before anything is built
-    manager, state, preset_overrides = _open_run_folder(config, resume, preset_overrides)
-    out = Path(config.out)
+    distribution.check_batch(config.batch_size)
+    manager, state, preset_overrides = _open_run_folder(config, resume, preset_overrides,
+                                                        distribution.chief)
     precision = resolve_precision(config.precision)
     keras.mixed_precision.set_global_policy(precision)
     keras.utils.set_random_seed(config.seed)
 
-    with _strategy_scope(config.distribute):
+    with distribution.scope():
         trainer = build_trainer(config, preset_overrides)
     start_step = 0
     if state is not None:
         state = manager.restore(trainer, trainer.optimizer)
         start_step = int(state["step"])
-    if start_step >= config.steps:
-        if verbose:
-            print(f"run in {out} is already at step {start_step} >= --steps {config.steps}")
-        # A run stopped between its last checkpoint and the final save still gets its models.
-        _save_models(trainer, out)
-        return {"step": start_step, "stopped": "complete"}
+    with distribution.output_folder(config.out) as out:
+        if start_step >= config.steps:
+            if verbose:
+                print(f"run in {config.out} is already at step {start_step} >= --steps "
+                      f"{config.steps}")
+            # A run stopped between its last checkpoint and the final save still gets its
+            # models.
+            _save_models(trainer, out)
+            return {"step": start_step, "stopped": "complete"}
+        return _train(config, trainer, distribution, out, start_step,
+                      verbose if distribution.chief else 0, extra_callbacks, precision)
+
+
+def _train(config: PretrainConfig, trainer, distribution, out: Path, start_step: int,
+           verbose: int, extra_callbacks, precision: str) -> dict:
+    """Fits from `start_step`, writing run files into `out` (this worker's output folder)."""
+    import keras
 
     from vjepa2.data.video import PipelineGate
+    from vjepa2.train.callbacks import make_guard, stopped_message, training_callbacks
+    from vjepa2.train.checkpoint import CheckpointManager
 
     sampler = make_mask_sampler(config, trainer.encoder.patch_size, trainer.encoder.tubelet_size)
     gate = PipelineGate()
-    dataset, stats = make_pretrain_dataset(config, sampler, start_step, gate)
+    dataset, stats = make_pretrain_dataset(config, sampler, start_step, gate, distribution.shard)
+    manager = CheckpointManager(out / "checkpoints")
 
     def save(model, step):
         manager.save(model, model.optimizer, step,
                      {"data_index": step * config.batch_size, "bad_videos": stats.counts})
 
-    guard = make_guard(out, config, start_step)
+    # The guard reads the run's own metrics on every worker, so all stop at the same step.
+    guard = make_guard(Path(config.out), config, start_step)
     callbacks = training_callbacks(out, config, start_step, save, guard, verbose,
                                    "pretrain") + list(extra_callbacks)
     if verbose:
@@ -285,12 +276,12 @@ def pretrain(config: PretrainConfig, resume: bool = False, verbose: int = 1,
         print(f"pretraining {config.preset} ({member_of(config)}) on {source}: steps "
               f"{start_step} -> {config.steps}, batch {config.batch_size} x "
               f"{input_shape(config)}, precision {precision}, backend "
-              f"{keras.backend.backend()}", flush=True)
+              f"{keras.backend.backend()}, {distribution.describe()}", flush=True)
     preview = next(iter(dataset)) if hasattr(trainer, "flow_head") else None
     started = time.time()
     try:
-        trainer.fit(dataset, epochs=1, steps_per_epoch=config.steps - start_step,
-                    callbacks=callbacks,
+        trainer.fit(distribution.dataset(dataset, config.batch_size), epochs=1,
+                    steps_per_epoch=config.steps - start_step, callbacks=callbacks,
                     verbose=0, shuffle=False)
     finally:
         # Python calls in flight inside tf.data would deadlock the iterator's destructor.
@@ -303,5 +294,4 @@ def pretrain(config: PretrainConfig, resume: bool = False, verbose: int = 1,
                                            "then --resume."))
     _save_models(trainer, out, preview)
     final = manager.latest_state()
-    return {"step": final["step"], "seconds": seconds, "run": str(out)}
-
+    return {"step": final["step"], "seconds": seconds, "run": str(config.out)}

@@ -30,18 +30,20 @@ def resolve_precision(precision: str) -> str:
     return "mixed_bfloat16" if has_gpu else "float32"
 
 
-def check_run_folder(out, config: dict, resume: bool, resume_keys):
+def check_run_folder(out, config: dict, resume: bool, resume_keys, clean: bool = True):
     """Checks `out` against a new or resumed run; returns `(CheckpointManager, state or None)`.
 
     A folder holding a checkpoint needs `resume`; a resumed run must agree with the saved
     `config.json` on every key of `resume_keys` (what fixes the data stream and the model).
+    `clean=False` only reads the folder (a worker that is not the one writing it leaves the
+    temp files of the writer's killed writes to the writer).
 
     Raises:
         UsageError: naming the conflict.
     """
     from vjepa2.train.checkpoint import CheckpointManager
 
-    out = check_output_folder(out, "checkpoints")
+    out = check_output_folder(out, "checkpoints", clean=clean)
     manager = CheckpointManager(out / "checkpoints")
     state = manager.latest_state() if out.exists() else None
     if state is not None and not resume:

@@ -3,8 +3,9 @@
 A subclass of `BackendTrainer` implements `compute_objective(data, training) -> (loss, aux)` in
 keras.ops; this class turns it into a `train_step` for `fit` on each backend:
 
-- TensorFlow: a GradientTape step that also runs under `tf.distribute` strategies (the loss is
-  scaled by the replica count because the optimizer sums gradients across replicas);
+- TensorFlow: a GradientTape step that also runs under `tf.distribute` strategies, on one host
+  or many (the loss is scaled by the replica count because the optimizer sums gradients across
+  replicas; the logged values are averaged over all replicas);
 - JAX: a pure function of the training state (`keras.StatelessScope`), so it runs jitted and
   under `keras.distribution`.
 
@@ -76,7 +77,15 @@ class BackendTrainer(keras.Model):
             grads, _ = tf.clip_by_global_norm(grads, self.clip_grad)
         self.optimizer.apply(grads, variables)
         self.after_update_tf(step)
-        return self._logs(loss, aux, step)
+        logs = self._logs(loss, aux, step)
+        strategy = tf.distribute.get_strategy()
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and \
+                strategy.extended._in_multi_worker_mode():
+            # `fit` averages the logs over every worker's replicas (so all workers' callbacks,
+            # the divergence guard among them, see the global batch's values) along axis 0,
+            # which a scalar lacks (keras-team/keras#20585): one element each.
+            logs = {k: tf.reshape(v, [1]) for k, v in logs.items()}
+        return logs
 
     def _jax_train_step(self, state, data):
         import jax
@@ -102,6 +111,16 @@ class BackendTrainer(keras.Model):
         non_trainable = self.after_update_jax(trainable, list(non_trainable), step)
         logs = self._logs(loss, aux, step)
         return logs, (trainable, non_trainable, optimizer_vars, metrics_vars)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Under a tf.distribute strategy Keras draws a batch and averages it over the replicas
+        # to build the model symbolically; across workers (MultiWorkerMirroredStrategy) that
+        # fails (keras-team/keras#20585). These trainers and their optimizers are built before
+        # fit, so there is nothing to build.
+        if self.built and (self.optimizer is None or self.optimizer.built) and \
+                self._compile_metrics is None and self._compile_loss is None:
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def train_step(self, *args):
         backend = keras.backend.backend()
