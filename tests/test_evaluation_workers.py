@@ -11,6 +11,7 @@ import pytest
 from keras import ops
 
 from vjepa2.app.evaluation import evaluate
+from vjepa2.app.evaluation import workers
 from vjepa2.app.evaluation.workers import Workers, workers_from_flags
 from vjepa2.app.models import load_model
 from vjepa2.cli import main
@@ -40,8 +41,17 @@ def assert_same_results(folder, want):
         assert got[key] == want[key], key
 
 
-def test_ray_workers_merge_into_the_sequential_results_and_resume(tmp_path):
-    pytest.importorskip("ray")
+@pytest.fixture
+def local_ray():
+    """A local Ray, started as `--engine ray` starts it, kept over a test's runs so that the
+    second run reuses the first's worker processes (TensorFlow already imported)."""
+    ray = pytest.importorskip("ray")
+    assert workers._ray_init(ray, Workers(2, "ray")) and ray.is_initialized()
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_workers_merge_into_the_sequential_results_and_resume(tmp_path, local_ray):
     flags = ["--task", "reach", "--episodes", str(len(SEEDS)), "--max-steps", "4",
              "--videos", "1", "--image-size", str(SIZE)]
     model, folder = load_model("shipped")
@@ -51,8 +61,7 @@ def test_ray_workers_merge_into_the_sequential_results_and_resume(tmp_path):
     want = records(tmp_path / "sequential")
 
     out = tmp_path / "ray"
-    assert main(["evaluate", *flags, "--out", str(out), "--workers", "2", "--engine", "ray",
-                 "--ray-address", "local"]) == 0
+    assert main(["evaluate", *flags, "--out", str(out), "--workers", "2", "--engine", "ray"]) == 0
     assert_same_episodes(records(out), want)
     assert_same_results(out, sequential)
     assert (out / "videos" / "episode-00001000.mp4").stat().st_size > 0
@@ -64,7 +73,7 @@ def test_ray_workers_merge_into_the_sequential_results_and_resume(tmp_path):
             if json.loads(line)["seed"] in (1000, 1002)]
     (out / "episodes.jsonl").write_text("\n".join(kept) + "\n")
     assert main(["evaluate", *flags, "--out", str(out), "--ray-address", "local",
-                 "--workers", "2"]) == 0
+                 "--workers", "2"]) == 0  # the Ray of this process: not started again
     lines = (out / "episodes.jsonl").read_text().splitlines()
     assert lines[:2] == kept and len(lines) == len(SEEDS)
     assert_same_episodes(records(out), want)
@@ -134,6 +143,15 @@ def test_a_crashed_process_worker_loses_only_its_unfinished_episodes(tmp_path):
 def test_bad_worker_flags_are_one_line_errors(flags, message):
     with pytest.raises(UsageError, match=message):
         workers_from_flags(*flags)
+
+
+@pytest.mark.parametrize("address, message", [
+    ("head", "--ray-address must be local, auto or HOST:PORT; received 'head'"),
+    ("127.0.0.1:1", "--ray-address 127.0.0.1:1: no Ray head node answers there"),
+])
+def test_an_unreachable_ray_address_is_a_one_line_error(address, message):
+    with pytest.raises(UsageError, match=message):
+        workers._check_reachable(address, timeout=5)
 
 
 def test_workers_flags_and_remote_exclude_each_other(tmp_path):

@@ -301,11 +301,27 @@ def _ray_init(ray, workers: Workers) -> bool:
                   runtime_env={"env_vars": env} if env else None)
     if address == RAY_LOCAL:  # every shard at once, whatever the core count
         kwargs.update(include_dashboard=False, num_cpus=max(os.cpu_count() or 1, workers.count))
+    elif address != "auto":
+        _check_reachable(address)
     try:
         ray.init(**kwargs)
     except ConnectionError as error:
         raise UsageError(f"--ray-address {address}: {error}") from None
     return True
+
+
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """A head node's `HOST:PORT` must answer (Ray itself retries an unreachable one for
+    minutes)."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--ray-address must be local, auto or HOST:PORT; received {address!r}")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as error:
+        raise UsageError(f"--ray-address {address}: no Ray head node answers there "
+                         f"({error.strerror or error}); start one with `ray start --head`") \
+            from None
 
 
 @contextlib.contextmanager
