@@ -285,7 +285,9 @@ def collect(
             features,
             description=f"Scripted {config.task} episodes in VJEPA Fetch scenes "
             f"({config.variation} variations).",
-            metadata={"collect": asdict(config), "conventions": ACTION_CONVENTION,
+            metadata={"collect": asdict(config),
+                      "conventions": {**ACTION_CONVENTION, "view": config.view,
+                                      "frame_views": len(config.view.split("+"))},
                       "clips": rlds.CLIP_CONVENTIONS},
         )
         summary["present"] = present

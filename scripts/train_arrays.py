@@ -157,12 +157,24 @@ def train_and_record(trainer, batches, config, out: Path, budget, fixed_steps, a
     return {"steps": steps, "seconds": round(seconds, 1), "steps_per_second": round(rate, 2)}
 
 
+def camera_clips(frames: np.ndarray) -> np.ndarray:
+    """Episodes `(E, F, S, V * S, 3)` of V camera views side by side -> `(E * V, F, S, S, 3)`:
+    the encoder is pretrained on each camera's square clips, as `vjepa2 pretrain` reads the
+    per-camera videos of `vjepa2 collect --videos`."""
+    e, f, s, w, c = frames.shape
+    if w == s:
+        return frames
+    views = w // s
+    return frames.reshape(e, f, s, views, s, c).transpose(0, 3, 1, 2, 4, 5).reshape(
+        e * views, f, s, s, c)
+
+
 def pretrain_phase(args, data, pool, out: Path):
     import keras
 
     from vjepa2.train.pretrain import PretrainConfig, build_trainer
 
-    frames = data["frames"]
+    frames = camera_clips(data["frames"])
     E, F = frames.shape[:2]
     step_seconds = data["conventions"]["env_step_seconds"] * data["conventions"]["frame_stride"]
     config = PretrainConfig(videos=args.arrays, out=str(out),

@@ -38,6 +38,16 @@ def test_draws_depend_only_on_the_seed():
     assert not np.array_equal(_run(clips, [3, 11]), _run(clips, [3, 12]))
 
 
+def test_views_side_by_side_are_warped_each_as_its_own_frame():
+    warp_only = ClipAugment(hue=0.0, saturation=(1, 1), brightness=(1, 1), contrast=(1, 1),
+                            grayscale=0.0, rotation_deg=15.0, zoom=(0.8, 1.2), shift=0.1)
+    left, right = _clips(seed=1), _clips(seed=2)
+    both = _run(np.concatenate([left, right], axis=3), [5, 9], warp_only)
+    # The same warp as each view alone gets: nothing of one view is pulled into the other.
+    np.testing.assert_array_equal(both[..., :32, :], _run(left, [5, 9], warp_only))
+    np.testing.assert_array_equal(both[..., 32:, :], _run(right, [5, 9], warp_only))
+
+
 def test_zero_ranges_leave_clips_unchanged():
     identity = ClipAugment(hue=0.0, saturation=(1, 1), brightness=(1, 1), contrast=(1, 1),
                            grayscale=0.0, rotation_deg=0.0, zoom=(1, 1), shift=0.0)

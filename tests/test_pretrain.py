@@ -192,3 +192,22 @@ def test_config_validation_names_the_value(tmp_path):
         _config(tmp_path, tmp_path, frames=5)
     with pytest.raises(UsageError, match="resolution must be a multiple of 16; received 100"):
         _config(tmp_path, tmp_path, resolution=100)
+
+
+def test_init_encoder_warm_starts_student_and_teacher(videos, tmp_path):
+    from tests.helpers import micro_encoder
+
+    keras.utils.set_random_seed(3)
+    source = micro_encoder()
+    source.save_to_preset(str(tmp_path / "world_model" / "encoder"))
+    config = _config(videos, tmp_path / "run", init_encoder=str(tmp_path / "world_model"))
+    trainer = build_trainer(config, MICRO_OVERRIDES)
+    for model in (trainer.encoder, trainer.teacher):
+        for got, want in zip(_weights(model), _weights(source)):
+            np.testing.assert_array_equal(got, want)
+    wrong = _config(videos, tmp_path / "run2", init_encoder=str(tmp_path / "world_model"))
+    with pytest.raises(UsageError, match="holds an encoder of another size"):
+        build_trainer(wrong, {"encoder": {**MICRO_OVERRIDES["encoder"], "embed_dim": 32}})
+    with pytest.raises(UsageError, match="--init-encoder .*missing is not a folder"):
+        build_trainer(_config(videos, tmp_path / "r3", init_encoder=str(tmp_path / "missing")),
+                      MICRO_OVERRIDES)

@@ -115,10 +115,13 @@ def augment_clips(frames, seed, config: ClipAugment):
     to_grey = _uniform(tf, seed, per_clip, 0.0, 1.0, 5) < config.grayscale
     x = tf.where(tf.reshape(to_grey, [-1, 1, 1, 1, 1]), tf.broadcast_to(grey, tf.shape(x)), x)
 
-    # Viewpoint: one affine warp per clip (rotation and zoom about the centre, then a shift).
+    # Viewpoint: one affine warp per clip (rotation and zoom about the centre, then a shift),
+    # applied to each camera view of frames of V square views side by side (W = V * H).
+    views = tf.where(tf.equal(w % h, 0), w // h, 1)
+    vw = w // views
     angle = _uniform(tf, seed, per_clip, -1.0, 1.0, 6) * (config.rotation_deg * math.pi / 180.0)
     zoom = _uniform(tf, seed, per_clip, *config.zoom, 7)
-    hf, wf = tf.cast(h, tf.float32), tf.cast(w, tf.float32)
+    hf, wf = tf.cast(h, tf.float32), tf.cast(vw, tf.float32)
     dx = _uniform(tf, seed, per_clip, -config.shift, config.shift, 8) * wf
     dy = _uniform(tf, seed, per_clip, -config.shift, config.shift, 9) * hf
     cx, cy = (wf - 1.0) / 2.0, (hf - 1.0) / 2.0
@@ -132,10 +135,12 @@ def augment_clips(frames, seed, config: ClipAugment):
     b2 = cy - b0 * ox - b1 * oy
     zeros = tf.zeros_like(cos)
     transform = tf.stack([a0, a1, a2, b0, b1, b2, zeros, zeros], axis=1)  # (B, 8)
-    transform = tf.reshape(tf.repeat(transform[:, None], t, axis=1), [-1, 8])
-    flat = tf.reshape(x, tf.stack([b * t, h, w, 3]))
+    transform = tf.reshape(tf.repeat(transform[:, None], t * views, axis=1), [-1, 8])
+    flat = tf.reshape(tf.transpose(tf.reshape(x, tf.stack([b, t, h, views, vw, 3])),
+                                   [0, 1, 3, 2, 4, 5]), tf.stack([b * t * views, h, vw, 3]))
     warped = tf.raw_ops.ImageProjectiveTransformV3(
-        images=flat, transforms=transform, output_shape=tf.stack([h, w]),
+        images=flat, transforms=transform, output_shape=tf.stack([h, vw]),
         fill_value=0.0, interpolation="BILINEAR", fill_mode="REFLECT")
-    out = tf.reshape(warped, shape)
+    out = tf.reshape(tf.transpose(tf.reshape(warped, tf.stack([b, t, views, h, vw, 3])),
+                                  [0, 1, 3, 2, 4, 5]), shape)
     return tf.cast(tf.clip_by_value(tf.round(out * 255.0), 0.0, 255.0), tf.uint8)

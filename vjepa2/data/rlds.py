@@ -256,6 +256,19 @@ def _get(step: dict, path: str):
     return value
 
 
+def _resize_views(image_size: int):
+    """A clip map resizing each frame's camera views to `image_size` squares (a frame of `V`
+    views side by side, `W = V * H`, becomes `image_size x V * image_size`)."""
+    import tensorflow as tf
+
+    def resize(c):
+        views = tf.shape(c["frames"])[2] // tf.shape(c["frames"])[1]
+        frames = tf.image.resize(c["frames"], tf.stack([image_size, image_size * views]))
+        return dict(c, frames=tf.cast(tf.clip_by_value(tf.round(frames), 0, 255), tf.uint8))
+
+    return resize
+
+
 def make_clip_dataset(
     data_dir: str | os.PathLike,
     keymap: KeyMap = KeyMap(),
@@ -284,7 +297,8 @@ def make_clip_dataset(
         shuffle: shuffle episode files and clips (seeded by `seed`).
         seed: shuffle seed.
         split: TFDS split name.
-        image_size: if set, frames are resized (bilinear) to `(image_size, image_size)`.
+        image_size: if set, frames are resized (bilinear) to `(image_size, image_size)` (each
+            camera view of a frame of views side by side).
         clip_shift: env steps between the starts of consecutive clips of an episode.
         shuffle_buffer: clips held in the shuffle buffer.
         repeat: repeat the dataset forever.
@@ -310,10 +324,8 @@ def make_clip_dataset(
                                                 clip_shift))
     if image_size is not None:
         # Resized before the shuffle buffer, which then holds small frames.
-        clips = clips.map(
-            lambda c: dict(c, frames=tf.cast(tf.clip_by_value(tf.round(tf.image.resize(
-                c["frames"], (image_size, image_size))), 0, 255), tf.uint8)),
-            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        clips = clips.map(_resize_views(image_size), num_parallel_calls=tf.data.AUTOTUNE,
+                          deterministic=True)
     if shuffle:
         clips = clips.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:

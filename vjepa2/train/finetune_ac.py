@@ -178,8 +178,9 @@ def make_conventions(config: FinetuneACConfig, keymap, overrides: dict, action_d
                          action_to_state_scale=(1.0,) * len(dims))
     action_text = overrides.pop("action", described.get("action", "as logged"))
     state_text = overrides.pop("state", described.get("state", "as logged"))
-    if "env_step_seconds" in described:
-        overrides.setdefault("env_step_seconds", described["env_step_seconds"])
+    for key in ("env_step_seconds", "view", "frame_views"):  # what the logs' collector said
+        if key in described:
+            overrides.setdefault(key, described[key])
     if config.keymap == "default" and "action_low" not in overrides:
         # Fetch actions are in [-1, 1] per env step; delta dims add up over the stride.
         stride = float(config.frame_stride)
@@ -334,11 +335,12 @@ def finetune_ac(config: FinetuneACConfig, resume: bool = False, verbose: int = 1
     if saved is not None and predictor_overrides is None:
         predictor_overrides = saved.get("predictor_overrides")
     height, width, action_dim, state_dim = _peek(config, keymap)
-    if height != width:
-        raise UsageError(f"frames must be square (or pass --image-size); the logs hold "
-                         f"{height}x{width}")
-    conventions = make_conventions(config, keymap, convention_overrides, action_dim, state_dim,
-                                   height)
+    if width % height:  # square camera images, one or several side by side
+        raise UsageError(f"frames must be square camera images side by side (or pass "
+                         f"--image-size); the logs hold {height}x{width}")
+    conventions = make_conventions(config, keymap,
+                                   {**convention_overrides, "frame_views": width // height},
+                                   action_dim, state_dim, height)
     if distribution.chief:
         out.mkdir(parents=True, exist_ok=True)
         record_settings(out, {**config.to_json(),

@@ -85,6 +85,9 @@ class PretrainConfig(TrainingConfigMixin):
                            "fixed low count per mask set) or reference (the reference "
                            "collator's per-batch minimum, in up to 3 shapes per mask set)",
                            choices=("quantile", "reference"))
+    init_encoder: str | None = opt(None, "warm start: the encoder weights of a preset folder, "
+                                   "a pretraining run or a world model (its encoder/); the "
+                                   "predictor starts fresh from --preset")
 
     def __post_init__(self):
         from vjepa2.train.family import check_family_fields
@@ -101,6 +104,24 @@ class PretrainConfig(TrainingConfigMixin):
         check(self.mask_counts in ("quantile", "reference"),
               f"mask_counts must be quantile or reference; received {self.mask_counts!r}")
         check_distribution_fields(self)
+
+
+def warm_start(encoder, folder: str) -> None:
+    """Copies the weights of the encoder in `folder` (a preset folder, or a run or world model
+    folder holding `encoder/`) into `encoder`; raises `UsageError` if they do not fit."""
+    from pathlib import Path
+
+    path = Path(folder)
+    if (path / "encoder").is_dir():
+        path = path / "encoder"
+    if not path.is_dir():
+        raise UsageError(f"--init-encoder {folder} is not a folder")
+    source = type(encoder).from_preset(str(path))
+    shapes = [tuple(w.shape) for w in source.weights]
+    if shapes != [tuple(w.shape) for w in encoder.weights]:
+        raise UsageError(f"--init-encoder {folder} holds an encoder of another size than "
+                         f"--preset's ({source.embed_dim} wide, {len(source.blocks)} blocks)")
+    encoder.set_weights(source.get_weights())
 
 
 def build_trainer(config: PretrainConfig, preset_overrides: dict | None = None):
@@ -120,6 +141,8 @@ def build_trainer(config: PretrainConfig, preset_overrides: dict | None = None):
     overrides = preset_overrides or {}
     try:
         encoder = build_encoder(config, overrides.get("encoder", {}))
+        if config.init_encoder:
+            warm_start(encoder, config.init_encoder)
         predictor = MaskedPredictor.from_preset(
             config.preset, encoder_dim=encoder.embed_dim, **overrides.get("predictor", {}))
     except ValueError as error:

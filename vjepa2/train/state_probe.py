@@ -141,7 +141,7 @@ def _ridge_solve(x: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
 
 
 def ridge_probe(train_x, train_t: dict, test_x, episodes: np.ndarray,
-                lams=(1e0, 1e1, 1e2, 1e3, 1e4)) -> tuple[dict, float]:
+                lams=(1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6)) -> tuple[dict, float]:
     """Fits one ridge regression to all targets (classes as 0/1, positions standardised),
     its penalty chosen on the last fifth of the training episodes; returns the held-out
     predictions and the penalty."""

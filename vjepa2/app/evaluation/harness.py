@@ -146,7 +146,7 @@ def _check_modes(policy: str, parallel: int, remote: str | None, workers) -> Non
 def _env_kwargs(settings: dict) -> dict:
     """The env process's arguments (the expert baseline runs inside it)."""
     kwargs = dict(variation=settings["variation"], image_size=settings["image_size"],
-                  max_episode_steps=settings["max_steps"])
+                  max_episode_steps=settings["max_steps"], view=settings.get("view", "scene"))
     if settings["policy"] == "expert":
         kwargs.update(child_policy="envs.policies:make_policy", child_policy_kwargs={
             "name": settings["task"], "noise": settings["baseline"]["noise"]})
@@ -320,7 +320,7 @@ def _check_arguments(task, episodes, policy, variation, max_steps, videos, world
 def _settings(spec, policy, world_model, record, preset, overrides, variation, max_steps,
               seed, image_size, noise) -> tuple[EpisodeSetting | None, dict]:
     """The planner episodes' shared setting and the settings a re-run must match."""
-    setting = planner = baseline = model = None
+    setting = planner = baseline = model = conventions = None
     goal_names = ["goal"]
     if policy == "planner":
         name, preset = resolve_preset(spec.name, preset, list(overrides))
@@ -357,6 +357,9 @@ def _settings(spec, policy, world_model, record, preset, overrides, variation, m
                      "budgets": list(setting.budgets) if setting else [max_steps]},
         "model": model, "planner": planner, "baseline": baseline,
     }
+    view = (conventions or {}).get("view", "scene") if policy == "planner" else "scene"
+    if view != "scene":  # what the world model was trained on (folders before views: scene)
+        settings["view"] = view
     return setting, settings
 
 
