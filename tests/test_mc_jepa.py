@@ -1,6 +1,7 @@
 """MC-JEPA: warping, the unsupervised flow losses, the flow head and joint pretraining."""
 import numpy as np
 import pytest
+from keras import ops
 
 from tests.helpers import MICRO_OVERRIDES, assert_saved_model_equal
 from vjepa2.data.motion import synthesize_motion
@@ -33,6 +34,37 @@ def test_warp_moves_content_by_the_flow_and_reads_zero_outside():
     half = np.asarray(warp(image, flow * 0.5))  # bilinear between neighbours
     expected = (image[0, 1:, :-1] + image[0, 1:, 1:] + image[0, :-1, :-1] + image[0, :-1, 1:]) / 4
     np.testing.assert_allclose(half[0, 1:, :-1], expected, atol=1e-6)
+
+
+def _flow_gradient(loss_of, flow):
+    import tensorflow as tf
+
+    flow = tf.convert_to_tensor(flow)
+    with tf.GradientTape() as tape:
+        tape.watch(flow)
+        loss = loss_of(flow)
+    return np.asarray(tape.gradient(loss, flow))
+
+
+def test_warp_gradient_at_whole_pixel_flow_is_the_image_difference():
+    # At zero flow every sample point sits on a pixel; the flow's gradient there must be the
+    # one-sided difference image[x + 1] - image[x] (bilinear is linear to the right), not
+    # image[x + 1] alone, or zero-flow starts learn from raw intensities.
+    image = np.random.default_rng(2).random((1, 6, 7, 1)).astype("float32")
+    grad = _flow_gradient(lambda f: ops.sum(warp(image, f)), np.zeros((1, 6, 7, 2), "float32"))
+    np.testing.assert_allclose(grad[0, :, :-1, 0], np.diff(image[0, :, :, 0], axis=1), atol=1e-5)
+    np.testing.assert_allclose(grad[0, :-1, :, 1], np.diff(image[0, :, :, 0], axis=0), atol=1e-5)
+
+
+def test_photometric_gradient_at_zero_flow_points_along_the_true_motion():
+    # Descending the photometric loss from zero flow must move the moving pixels' flow
+    # towards their true flow (the sign convention of warp and of the loss agree).
+    for index in range(3):
+        first, second, flow = _pair(index)
+        grad = _flow_gradient(lambda f: flow_losses(first, second, f, -f)["photometric"],
+                              np.zeros_like(flow))
+        moving = np.linalg.norm(flow[0], axis=-1) > 0
+        assert np.sum(-grad[0][moving] * flow[0][moving]) > 0
 
 
 def test_generated_clips_carry_their_true_flow():

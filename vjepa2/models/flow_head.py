@@ -26,9 +26,12 @@ def warp(image, flow):
     x0, y0 = ops.floor(x), ops.floor(y)
     flat = ops.reshape(image, (batch, h * w, c))
     out = 0.0
+    fx, fy = x - x0, y - y0
     for dx, dy in ((0, 0), (1, 0), (0, 1), (1, 1)):
         xi, yi = x0 + dx, y0 + dy
-        weight = (1.0 - ops.abs(x - xi)) * (1.0 - ops.abs(y - yi))
+        # Written without abs(): its zero gradient at 0 would drop the (x0, y0) corner's share
+        # of d out / d flow at whole-pixel flows (zero flow included).
+        weight = (fx if dx else 1.0 - fx) * (fy if dy else 1.0 - fy)
         inside = (xi >= 0) & (xi <= w - 1) & (yi >= 0) & (yi <= h - 1)
         weight = weight * ops.cast(inside, "float32")
         index = ops.cast(ops.clip(yi, 0, h - 1) * w + ops.clip(xi, 0, w - 1), "int32")
