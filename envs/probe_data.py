@@ -6,7 +6,7 @@ same simulator states, each frame labelled with simulator truth: the finger gap,
 object is held between both fingers, the object's and the gripper's xyz. Episode `i` uses seed
 `seed + i`, so the same seeds give the same trajectories in every view and variation set.
 
-    python -m envs.probe_data --variation heldout --episodes 40 --seed 5000 --out heldout.npz
+    vjepa2 make-probe-data --variation heldout --episodes 40 --seed 5000 --out heldout.npz
 
 The `.npz` holds `frames_<view>` `(N, S, S, 3)` uint8 per view, `finger_gap` (m), `in_hand`
 (bool), `object_xyz` and `gripper_xyz` (m, world frame), `episode` and `step` `(N,)`, and a JSON
@@ -15,14 +15,12 @@ processes (never beside TensorFlow); the file is written atomically.
 """
 from __future__ import annotations
 
-import argparse
 import atexit
 import concurrent.futures as futures
 import io
 import json
 import multiprocessing
 import os
-import sys
 
 import numpy as np
 
@@ -120,29 +118,3 @@ def make_probe_data(out: str, variation: str, episodes: int, seed: int, image_si
     np.savez_compressed(buffer, **arrays)
     atomic_write(out, buffer.getvalue())
     return meta
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--variation", required=True, choices=("train", "wide", "heldout"))
-    p.add_argument("--episodes", type=int, required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--image-size", type=int, default=128)
-    p.add_argument("--views", nargs="+", default=list(CAMERA_VIEWS))
-    p.add_argument("--frame-stride", type=int, default=2)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--out", required=True)
-    args = p.parse_args(argv)
-    try:
-        meta = make_probe_data(args.out, args.variation, args.episodes, args.seed,
-                               args.image_size, tuple(args.views), args.frame_stride,
-                               args.workers)
-    except UsageError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(json.dumps(meta))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -83,10 +83,11 @@ def make_inputs(model, context: int, size: int, seed: int = 0) -> dict:
     """Random uint8 `size` px frames (a few current frames to cycle through), a goal image,
     states."""
     rng = np.random.default_rng(seed)
+    width = size * getattr(model, "frame_views", 1)  # camera views side by side
     return {
-        "frames": [rng.integers(0, 256, (context, size, size, 3), dtype=np.uint8)
+        "frames": [rng.integers(0, 256, (context, size, width, 3), dtype=np.uint8)
                    for _ in range(4)],
-        "goal": rng.integers(0, 256, (size, size, 3), dtype=np.uint8),
+        "goal": rng.integers(0, 256, (size, width, 3), dtype=np.uint8),
         "state": rng.normal(0, 0.1, (context, model.state_dim)).astype("float32"),
         "context_actions": (None if context == 1 else
                             rng.uniform(-0.05, 0.05, (context - 1, model.action_dim))

@@ -39,7 +39,7 @@ class StateProbeConfig:
     """A state-probe run; stored in its `results.json`."""
 
     encoder: str = opt(help="encoder: a preset folder, a pretraining run or a world model folder")
-    train: str = opt(help="labelled frames for fitting (.npz from python -m envs.probe_data)")
+    train: str = opt(help="labelled frames for fitting (.npz from vjepa2 make-probe-data)")
     heldout: str = opt(help="labelled frames for scoring, from other scenes and seeds (.npz)")
     out: str = opt(help="output folder (results.json)")
     view: str = opt("scene", "which frames: scene, close, wrist or scene+wrist")
@@ -220,22 +220,14 @@ def attentive_probe(train_x, train_t: dict, test_x, config: StateProbeConfig) ->
 def load_probe_encoder(path: str):
     """The frozen encoder of a preset folder, a pretraining run or a world model folder, its
     trained image size (None if unknown) and frame normalization."""
-    from vjepa2.models import VideoEncoder
+    from vjepa2.train.probe import load_encoder
 
-    folder = Path(path)
     size, normalization = None, "imagenet"
-    conventions = folder / "conventions.json"
+    conventions = Path(path) / "conventions.json"
     if conventions.is_file():
         c = json.loads(conventions.read_text())
         size, normalization = c.get("image_size"), c.get("frame_normalization", "imagenet")
-    if (folder / "encoder" / "config.json").is_file():
-        folder = folder / "encoder"
-    if not (folder / "config.json").is_file():
-        raise UsageError(f"no encoder in {path} (expected a preset folder, a run folder with "
-                         "encoder/ or a world model folder)")
-    encoder = VideoEncoder.from_preset(folder)
-    encoder.trainable = False
-    return encoder, size, normalization
+    return load_encoder(path)[0], size, normalization
 
 
 def state_probe(config: StateProbeConfig, verbose: int = 1) -> dict:
