@@ -182,7 +182,8 @@ def describe(model) -> dict:
     p = model.predictor
     side = model.image_size // model.encoder.patch_size
     return {"image_size": model.image_size, "patch_size": model.encoder.patch_size,
-            "tokens_per_frame": side * side, "encoder_width": model.encoder.embed_dim,
+            "tokens_per_frame": side * side * getattr(model, "frame_views", 1),
+            "encoder_width": model.encoder.embed_dim,
             "predictor_width": p.embed_dim, "predictor_depth": p.depth,
             "predictor_heads": p.num_heads, "predictor_mlp": p.mlp_dim,
             "action_dim": model.action_dim, "state_dim": model.state_dim}
