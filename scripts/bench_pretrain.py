@@ -46,6 +46,8 @@ def main(argv=None):
     parser.add_argument("--videos", default=None, help="video folder (default: generated)")
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16"])
+    parser.add_argument("--jit", default="auto", choices=["auto", "on", "off"],
+                        help="XLA-compile the step (auto: as vjepa2 pretrain does)")
     parser.add_argument("--masks", default="reference", choices=["reference", "quantile"],
                         help="mask token counts: the reference collator's per-batch minimum "
                         "or the older fixed quantile")
@@ -64,7 +66,7 @@ def main(argv=None):
     from vjepa2.masks import MultiBlockMaskSampler
     from vjepa2.presets import get_preset
     from vjepa2.train.pretrain import (PretrainConfig, build_trainer, make_mask_sampler,
-                                       make_pretrain_dataset)
+                                       make_pretrain_dataset, use_xla)
 
     keras.mixed_precision.set_global_policy(args.precision)
     videos = "unused" if args.compute_only else args.videos
@@ -74,7 +76,7 @@ def main(argv=None):
     config = PretrainConfig(videos=videos, out=tempfile.mkdtemp(prefix="bench_run_"),
                             steps=1000, preset=args.preset, batch_size=args.batch_size,
                             frames=args.frames, resolution=args.resolution,
-                            precision=args.precision)
+                            precision=args.precision, jit=args.jit)
     compute_dtype = "bfloat16" if args.precision == "mixed_bfloat16" else "float32"
     peak = matmul_peak_flops(2048, "float32") / 1e9
     peak_compute = peak if compute_dtype == "float32" else \
@@ -123,7 +125,7 @@ def main(argv=None):
 
     peak_rss_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
     results = {
-        "backend": keras.backend.backend(), "precision": args.precision,
+        "backend": keras.backend.backend(), "precision": args.precision, "jit": use_xla(config),
         "preset": args.preset, "resolution": args.resolution, "frames": args.frames,
         "batch_size": args.batch_size, "tokens_per_clip": tokens, "masks": args.masks,
         "context_target_tokens": step_counts,

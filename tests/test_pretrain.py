@@ -211,3 +211,26 @@ def test_init_encoder_warm_starts_student_and_teacher(videos, tmp_path):
     with pytest.raises(UsageError, match="--init-encoder .*missing is not a folder"):
         build_trainer(_config(videos, tmp_path / "r3", init_encoder=str(tmp_path / "missing")),
                       MICRO_OVERRIDES)
+
+
+def test_xla_step_equals_the_plain_step(videos, tmp_path):
+    """The XLA-compiled training step (the TensorFlow default on one device) computes what
+    the op-by-op step computes: same loss, same updated weights, from the same start."""
+    from vjepa2.train.pretrain import use_xla
+
+    batch = _first_batch(_config(videos, tmp_path / "a"))
+    results = []
+    for jit in ("off", "on"):
+        keras.utils.set_random_seed(5)
+        config = _config(videos, tmp_path / jit, jit=jit)
+        assert use_xla(config) == (jit == "on")
+        trainer = build_trainer(config, MICRO_OVERRIDES)
+        logs = trainer.train_on_batch(batch, return_dict=True)
+        results.append((float(logs["loss"]), _weights(trainer.encoder) + _weights(
+            trainer.predictor) + _weights(trainer.teacher)))
+    (loss_off, w_off), (loss_on, w_on) = results
+    assert loss_on == pytest.approx(loss_off, rel=1e-5)
+    for a, b in zip(w_off, w_on):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
+    assert use_xla(_config(videos, tmp_path / "c")) and not use_xla(
+        _config(videos, tmp_path / "d", distribute="mirrored"))
