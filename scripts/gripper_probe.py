@@ -46,17 +46,12 @@ def load_arrays(path: str, episodes: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def ridge_fit(x: np.ndarray, y: np.ndarray, lam: float):
-    """Closed-form ridge regression with an unpenalized intercept; returns `predict`.
+    """Closed-form ridge regression with an unpenalized intercept; returns `predict`
+    (the solve of `vjepa2.train.state_probe`, primal or dual, the smaller)."""
+    from vjepa2.train.state_probe import ridge_solve
 
-    Solves the smaller of the two equivalent systems: features x features (primal) or
-    samples x samples (dual, `w = X^T (X X^T + lam I)^-1 y`), so 64-token latents stay cheap.
-    """
     mu, y_mean = x.mean(axis=0), y.mean()
-    xc = (x - mu).astype("float64")
-    if xc.shape[1] <= xc.shape[0]:
-        w = np.linalg.solve(xc.T @ xc + lam * np.eye(xc.shape[1]), xc.T @ (y - y_mean))
-    else:
-        w = xc.T @ np.linalg.solve(xc @ xc.T + lam * np.eye(xc.shape[0]), y - y_mean)
+    w = ridge_solve((x - mu).astype("float64"), y - y_mean, lam)
     return lambda q: (q - mu) @ w + y_mean
 
 

@@ -133,8 +133,10 @@ def score(predictions: dict, truth: dict) -> dict:
 # ---------------------------------------------------------------------------- the ridge probe
 
 
-def _ridge_solve(x: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
-    """Weights of a ridge regression on centred `x`, `y` (primal or dual, the smaller)."""
+def ridge_solve(x: np.ndarray, y: np.ndarray, lam: float) -> np.ndarray:
+    """Weights of a ridge regression on centred `x`, `y`: the smaller of the two equivalent
+    systems, features x features (primal) or samples x samples (dual, `w = X^T (X X^T + lam
+    I)^-1 y`), so many-token latents stay cheap."""
     if x.shape[1] <= x.shape[0]:
         return np.linalg.solve(x.T @ x + lam * np.eye(x.shape[1]), x.T @ y)
     return x.T @ np.linalg.solve(x @ x.T + lam * np.eye(x.shape[0]), y)
@@ -153,12 +155,12 @@ def ridge_probe(train_x, train_t: dict, test_x, episodes: np.ndarray,
     best = None
     for lam in lams:
         lam_scaled = lam * xs.shape[1] / 1000.0
-        w = _ridge_solve(xs[~val] - xs[~val].mean(0), y[~val] - y[~val].mean(0), lam_scaled)
+        w = ridge_solve(xs[~val] - xs[~val].mean(0), y[~val] - y[~val].mean(0), lam_scaled)
         err = float(np.mean(((xs[val] - xs[~val].mean(0)) @ w + y[~val].mean(0) - y[val]) ** 2))
         if best is None or err < best[0]:
             best = (err, lam_scaled)
     lam = best[1]
-    w = _ridge_solve(xs - xs.mean(0), y - y.mean(0), lam)
+    w = ridge_solve(xs - xs.mean(0), y - y.mean(0), lam)
     out = ((test_x - mu) / sd - xs.mean(0)) @ w + y.mean(0)
     return _unstack(out, mean, std, classes_as="threshold"), float(lam)
 
