@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import tempfile
+import warnings
 
 import keras
 import numpy as np
@@ -85,7 +86,7 @@ def fresh():
 
 
 def weights(model):
-    return [np.asarray(v) for v in model.weights]
+    return [np.asarray(v.value) for v in model.weights]
 
 
 # Two steps in one call equal two of the trainer's own steps on the same batches.
@@ -117,6 +118,10 @@ report["loss_finite"] = all(np.isfinite(entry["loss"]) for entry in logs)
 
 # Exact resume: the loop above, checkpointed after its 2 steps and restored into a fresh trainer,
 # then 2 more steps on each side.
+# Keras' save_weights on JAX converts variables with np.array(variable), whose __array__ lacks
+# NumPy 2's copy keyword: a DeprecationWarning from inside Keras, not from this project.
+warnings.filterwarnings("ignore", message="__array__ implementation doesn't accept a copy",
+                        category=DeprecationWarning)
 with tempfile.TemporaryDirectory() as folder:
     manager = CheckpointManager(folder)
     manager.save(trainer, trainer.optimizer, loop.step, {})

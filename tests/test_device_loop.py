@@ -55,3 +55,24 @@ def test_a_full_crop_is_the_identity_and_ac_finetuning_runs_in_bf16(report):
     assert report["full_crop_error"] < 1e-5
     assert report["ac_compute_dtype"] == "bfloat16"
     assert len(report["ac_losses"]) == 3 and all(0 < x < 10 for x in report["ac_losses"])
+
+
+def test_the_gpu_speed_benchmark_runs_on_the_cpu_jax_backend(tmp_path):
+    micro = {"encoder": dict(embed_dim=48, depth=2, num_heads=2, mlp_dim=96),
+             "predictor": dict(embed_dim=24, depth=1, num_heads=2, mlp_dim=48),
+             "ac_predictor": dict(embed_dim=24, depth=1, num_heads=2, mlp_dim=48)}
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, "-W", "error", str(ROOT / "scripts" / "bench_device_loop.py"),
+         "--overrides", json.dumps(micro), "--pretrain-batch", "4", "--finetune-batch", "4",
+         "--episodes", "3", "--episode-frames", "8", "--steps-per-call", "3", "--calls", "1",
+         "--matmul-size", "256", "--compare-fit", "--crop", "--json", str(out)],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert report["backend"] == "jax" and report["precision"] == "float32"  # auto, no GPU
+    for phase in ("pretrain", "finetune"):
+        assert report[phase]["steps_per_s"] > 0 and report[phase]["fit_steps_per_s"] > 0
+    assert 0 < report["pretrain"]["fraction_of_matmul_peak"] < 1
+    assert report["bars"]["pretrain_steps_per_s"] == 400.0

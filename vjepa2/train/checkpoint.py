@@ -25,6 +25,13 @@ OPTIMIZER = "optimizer.npz"
 STATE = "state.json"
 
 
+def _to_numpy(variable) -> np.ndarray:
+    # A Keras variable's numpy() on JAX goes through __array__ without the copy keyword, which
+    # NumPy 2 deprecates; its value is a JAX array that converts cleanly.
+    value = getattr(variable, "value", variable)
+    return np.asarray(value.numpy() if hasattr(value, "numpy") else value)
+
+
 class CheckpointManager:
     """Saves and restores a model with its optimizer and a JSON state dict.
 
@@ -62,8 +69,7 @@ class CheckpointManager:
         self.remove_partial()
         name = f"ckpt-{int(step):08d}"
         final = self.directory / name
-        values = {f"v{i:05d}": np.asarray(v.numpy() if hasattr(v, "numpy") else v)
-                  for i, v in enumerate(optimizer.variables)}
+        values = {f"v{i:05d}": _to_numpy(v) for i, v in enumerate(optimizer.variables)}
         # Asked up front (HDF5 meeting a full disk midway fails messily). Keras writes the
         # optimizer's variables into the weights file too, hence twice; once there is a
         # checkpoint, its size is the estimate.
