@@ -11,6 +11,12 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT
 python3 -c "import jax, keras; print('jax', jax.__version__, 'keras', keras.__version__, jax.devices())" | tee -a "$OUT/gpu.txt"
 run() { echo "== $*"; timeout "${STEP_TIMEOUT:-200}" python3 "$@" 2>&1 | grep -v -E "^(WARNING|I0000|E0000)" | tail -5; }
 if [ -z "${SKIP_TRAIN:-}" ]; then
+# The #15 bars: tiny pretraining (batch 128, 64 px) and AC fine-tuning steps/s through the
+# device-resident loop, beside keras fit on host batches; ViT-L pretraining's share of the peak.
+run scripts/bench_device_loop.py --compare-fit --matmul-size 8192 --json "$OUT/device_loop.json"
+run scripts/bench_device_loop.py --preset large --resolution 256 --frames 16 --pretrain-batch 8 \
+    --phases pretrain --steps-per-call 5 --calls 3 --matmul-size 8192 \
+    --json "$OUT/device_loop_large.json"
 run scripts/bench_train_step.py --preset large --resolution 256 --frames 16 --batch-size 8 \
     --steps 8 --precision mixed_bfloat16 --matmul-size 8192 --json "$OUT/train_large.json"
 run scripts/bench_train_step.py --preset tiny --resolution 128 --frames 8 --batch-size 64 \

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Trains the world model on a rented GPU from an exported array file (JAX backend, no
-# TensorFlow): V-JEPA 2 pretraining, then V-JEPA 2-AC fine-tuning, each within a time budget.
+# TensorFlow): V-JEPA 2 pretraining, then V-JEPA 2-AC fine-tuning, each within a time budget,
+# with the device-resident loop (STEPS_PER_CALL steps per compiled call; 0: keras fit).
 # The run comes back as run.tar (split into <= 15 MB parts under $OUT when needed).
 #   ARRAYS=.gpu/play_wide_64.npz.xz bash scripts/gpu_train.sh
 # Rejoin here with: cat run.tar.part-* > run.tar && tar xf run.tar
@@ -16,7 +17,7 @@ RUN=/tmp/gpu_run
 python3 scripts/train_arrays.py --arrays "$ARRAYS" --out "$RUN" \
     --pretrain-seconds "${PRETRAIN_SECONDS:-230}" --finetune-seconds "${FINETUNE_SECONDS:-190}" \
     --pretrain-batch "${PRETRAIN_BATCH:-128}" --finetune-batch "${FINETUNE_BATCH:-128}" \
-    --probe-steps "${PROBE_STEPS:-40}" --workers 12 2>&1 | grep -v -E "^(I0000|W0000|E0000)" | tee "$OUT/train.log"
+    --probe-steps "${PROBE_STEPS:-40}" --steps-per-call "${STEPS_PER_CALL:-50}" --workers 12 2>&1 | grep -v -E "^(I0000|W0000|E0000)" | tee "$OUT/train.log"
 status=${PIPESTATUS[0]}
 (cd "$RUN" && tar cf "$OUT/run.tar" world_model summary.json pretrain/config.json \
     pretrain/metrics.jsonl) || exit 1

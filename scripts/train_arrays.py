@@ -18,7 +18,12 @@ runs); each phase's result is written when it ends: `OUT/pretrain/{encoder,predi
 metrics.jsonl}` and `OUT/world_model/` (loadable by `Planner.from_run` / `load_world_model`).
 
     KERAS_BACKEND=jax python scripts/train_arrays.py --arrays play_wide_64.npz.xz --out runs/gpu \
-        --pretrain-seconds 200 --finetune-seconds 200
+        --pretrain-seconds 200 --finetune-seconds 200 --steps-per-call 50
+
+`--steps-per-call K` (JAX) trains with the device-resident loop (`vjepa2.train.device_loop`):
+the arrays are uploaded to the device once, every step draws its clips and masks there from
+`fold_in(key(seed), step)`, and K optimizer steps run per compiled call; without it, batches
+are assembled on the host and fed through `keras.Model.fit`.
 """
 from __future__ import annotations
 
@@ -84,6 +89,24 @@ def make_deadline(until):
     return Deadline()
 
 
+def refit_schedule(trainer, steps, callbacks):
+    """Sets the learning-rate schedule (10% warmup, 20% decay), the EMA ramp and the progress
+    count to `steps` (the trace must be rebuilt afterwards: they are constants in it)."""
+    from vjepa2.train.schedules import WarmupStableDecay
+
+    schedule = trainer.optimizer._learning_rate  # the schedule object (not its current value)
+    if not isinstance(schedule, WarmupStableDecay):
+        raise TypeError(f"expected a WarmupStableDecay schedule; found {type(schedule)}")
+    schedule.total_steps = steps
+    schedule.warmup_steps = max(int(0.1 * steps), 1)
+    schedule.decay_steps = int(0.2 * steps)
+    if hasattr(trainer, "total_steps"):  # the EMA momentum ramp
+        trainer.total_steps = steps
+    for callback in callbacks:
+        if hasattr(callback, "total"):  # the progress printer's step count
+            callback.total = steps
+
+
 def fit_within(trainer, batches, budget, probe_steps, max_steps, callbacks, label,
                fixed_steps=None):
     """Probe, fit the schedule to the budget, train; returns (steps, seconds, steps/s).
@@ -108,19 +131,7 @@ def fit_within(trainer, batches, budget, probe_steps, max_steps, callbacks, labe
     rate = (len(warm) - 1) / max(warm[-1] - warm[0], 1e-6)
     left = budget - (time.time() - started) - compile_seconds
     steps = int(min(max_steps, probe_steps + max(rate * left * 0.9, 0)))
-    from vjepa2.train.schedules import WarmupStableDecay
-
-    schedule = trainer.optimizer._learning_rate  # the schedule object (not its current value)
-    if not isinstance(schedule, WarmupStableDecay):
-        raise TypeError(f"expected a WarmupStableDecay schedule; found {type(schedule)}")
-    schedule.total_steps = steps
-    schedule.warmup_steps = max(int(0.1 * steps), 1)
-    schedule.decay_steps = int(0.2 * steps)
-    if hasattr(trainer, "total_steps"):  # the EMA momentum ramp
-        trainer.total_steps = steps
-    for callback in callbacks:
-        if hasattr(callback, "total"):  # the progress printer's step count
-            callback.total = steps
+    refit_schedule(trainer, steps, callbacks)
     print(f"{label}: first step (compile) {compile_seconds:.1f} s, then {rate:.1f} steps/s; "
           f"{steps} steps in all", flush=True)
     remaining = steps - probe_steps
@@ -138,6 +149,53 @@ def fit_within(trainer, batches, budget, probe_steps, max_steps, callbacks, labe
     return len(deadline.times), time.time() - started, rate
 
 
+def fit_on_device(trainer, device, budget, probe_steps, max_steps, callbacks, label, seed,
+                  fixed_steps=None):
+    """`fit_within` with the device-resident loop (JAX): `device` is (batch_fn, arrays,
+    steps_per_call); each compiled call runs that many steps, its batches and masks drawn on
+    the device. Returns (steps, seconds, steps/s)."""
+    import jax
+
+    from vjepa2.train.device_loop import DeviceLoop
+
+    batch_fn, arrays, per_call = device
+    started = time.time()
+    for callback in callbacks:
+        callback.on_train_begin()
+
+    def on_call(logs):
+        for entry in logs:
+            values = {k: v for k, v in entry.items() if k != "step"}
+            for callback in callbacks:
+                callback.on_train_batch_end(entry["step"] - 1, values)
+
+    loop = DeviceLoop(trainer, batch_fn, arrays, steps_per_call=per_call, seed=seed)
+    if fixed_steps:
+        result = loop.run(fixed_steps, on_call=on_call)
+    else:
+        # At least three calls: the first compiles, the others give the rate.
+        probe = loop.run(max(probe_steps, 3 * per_call), on_call=on_call)
+        rate = probe["steps_per_second"]
+        compile_seconds = probe["seconds"] - (loop.step - per_call) / rate
+        left = budget - (time.time() - started) - compile_seconds
+        steps = int(min(max_steps, loop.step + max(rate * left * 0.9, 0)))
+        refit_schedule(trainer, steps, callbacks)
+        print(f"{label}: first call (compile) {compile_seconds:.1f} s, then {rate:.1f} "
+              f"steps/s; {steps} steps in all", flush=True)
+        for callback in callbacks:  # as fit_within's second fit: the progress restarts
+            callback.on_train_end()
+            callback.on_train_begin()
+        loop.sync()
+        jax.clear_caches()  # the schedule's constants are in the trace
+        loop = DeviceLoop(trainer, batch_fn, arrays, steps_per_call=per_call, seed=seed)
+        result = loop.run(steps, until=started + 1.15 * budget, on_call=on_call)
+        result["steps_per_second"] = rate
+    loop.sync()
+    for callback in callbacks:
+        callback.on_train_end()
+    return loop.step, time.time() - started, result["steps_per_second"]
+
+
 def train_and_record(trainer, batches, config, out: Path, budget, fixed_steps, args, label,
                      overrides_record: dict) -> dict:
     """Runs `fit_within` with metrics and progress, then writes the run's `config.json` with
@@ -148,13 +206,19 @@ def train_and_record(trainer, batches, config, out: Path, budget, fixed_steps, a
     out.mkdir(parents=True, exist_ok=True)
     callbacks = [MetricsLogger(out / "metrics.jsonl"),
                  ProgressPrinter(config.steps, seconds=30, desc=label)]
-    steps, seconds, rate = fit_within(trainer, batches, budget, args.probe_steps,
-                                      args.max_steps, callbacks, label, fixed_steps)
+    if isinstance(batches, tuple):  # (batch_fn, arrays, steps per call): the device loop
+        steps, seconds, rate = fit_on_device(trainer, batches, budget, args.probe_steps,
+                                             args.max_steps, callbacks, label, args.seed,
+                                             fixed_steps)
+    else:
+        steps, seconds, rate = fit_within(trainer, batches, budget, args.probe_steps,
+                                          args.max_steps, callbacks, label, fixed_steps)
     final = dataclasses.replace(config, steps=steps)
     atomic_write(out / "config.json", json.dumps(
         {**final.to_json(), **overrides_record, "trained_by": "scripts/train_arrays.py",
          "steps_per_second": rate, "seconds": seconds}, indent=2))
-    return {"steps": steps, "seconds": round(seconds, 1), "steps_per_second": round(rate, 2)}
+    return {"steps": steps, "seconds": round(seconds, 1),
+            "steps_per_second": round(rate, 2) if rate == rate else None}  # NaN: one call
 
 
 def camera_clips(frames: np.ndarray) -> np.ndarray:
@@ -189,8 +253,21 @@ def pretrain_phase(args, data, pool, out: Path):
     grid = (args.frames // trainer.encoder.tubelet_size,
             frames.shape[2] // trainer.encoder.patch_size,
             frames.shape[2] // trainer.encoder.patch_size)
-    rng = np.random.default_rng(args.seed)
     B = args.pretrain_batch
+    if args.steps_per_call:
+        from vjepa2.train.device_loop import pretrain_batch_fn
+        from vjepa2.train.device_masks import DeviceMaskSampler
+
+        device = (pretrain_batch_fn(B, args.frames, DeviceMaskSampler(grid)), {"frames": frames},
+                  args.steps_per_call)
+        summary = train_and_record(trainer, device, config, out, args.pretrain_seconds,
+                                   args.pretrain_steps, args, "pretrain",
+                                   {"preset_overrides": encoder_overrides,
+                                    "steps_per_call": args.steps_per_call})
+        trainer.teacher.save_to_preset(out / "encoder")
+        trainer.predictor.save_to_preset(out / "predictor")
+        return summary
+    rng = np.random.default_rng(args.seed)
     requests = ((B, k) for k in range(10**9))
     masks = (pool.imap(_mask_batch, requests, chunksize=4) if pool is not None
              else map(_mask_batch, requests))
@@ -255,9 +332,17 @@ def finetune_phase(args, data, encoder_run: Path, out: Path):
             idx = (e[:, None], s[:, None] + np.arange(T))
             yield ({"frames": frames[idx], "actions": actions[idx], "states": states[idx]},)
 
-    summary = train_and_record(trainer, batches(), config, out, args.finetune_seconds,
+    if args.steps_per_call:
+        from vjepa2.train.device_loop import finetune_batch_fn
+
+        source = (finetune_batch_fn(B, T), {"frames": frames, "actions": actions,
+                                            "states": states}, args.steps_per_call)
+    else:
+        source = batches()
+    summary = train_and_record(trainer, source, config, out, args.finetune_seconds,
                                args.finetune_steps, args, "finetune",
-                               {"predictor_overrides": args.overrides.get("ac_predictor", {})})
+                               {"predictor_overrides": args.overrides.get("ac_predictor", {}),
+                                "steps_per_call": args.steps_per_call})
     save_world_model(out, trainer.encoder, trainer.predictor, conventions)
     return summary
 
@@ -286,14 +371,19 @@ def main(argv=None) -> int:
     p.add_argument("--max-steps", type=int, default=100_000)
     p.add_argument("--workers", type=int, default=8,
                    help="mask-sampling processes (0: in this process)")
+    p.add_argument("--steps-per-call", type=int, default=0,
+                   help="JAX: the device-resident loop, this many steps per compiled call "
+                        "(data on the device, batches and masks drawn there); 0: keras fit")
     p.add_argument("--precision", default="auto")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     for name in ("pretrain_seconds", "finetune_seconds", "pretrain_batch", "finetune_batch",
-                 "probe_steps", "max_steps", "workers", "pretrain_steps", "finetune_steps"):
+                 "probe_steps", "max_steps", "workers", "pretrain_steps", "finetune_steps",
+                 "steps_per_call"):
         value = getattr(args, name)
-        if value is not None and (value < 0 if name == "workers" else value <= 0):
-            bound = ">= 0" if name == "workers" else "> 0"
+        nonnegative = name in ("workers", "steps_per_call")
+        if value is not None and (value < 0 if nonnegative else value <= 0):
+            bound = ">= 0" if nonnegative else "> 0"
             print(f"train_arrays: error: --{name.replace('_', '-')} must be {bound}; received "
                   f"{value}", file=sys.stderr)
             return 2
@@ -331,8 +421,12 @@ def main(argv=None) -> int:
     # Fork the mask workers before the backend starts its threads.
     args.mask_grid = grid
     print(f"backend {keras.backend.backend()}", flush=True)
+    if args.steps_per_call and keras.backend.backend() != "jax":
+        print("train_arrays: error: --steps-per-call needs KERAS_BACKEND=jax; the backend is "
+              f"{keras.backend.backend()}", file=sys.stderr)
+        return 2
     summary = {}
-    if args.encoder is None and args.workers == 0:
+    if args.encoder is None and (args.workers == 0 or args.steps_per_call):
         _init_masks(grid, args.seed)
         summary["pretrain"] = pretrain_phase(args, data, None, out / "pretrain")
     elif args.encoder is None:

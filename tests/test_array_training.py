@@ -93,3 +93,33 @@ def test_gripper_probe_ridge_reads_a_linear_signal_and_not_noise():
         predict = probe.ridge_fit(x[:200], noise[:200], lam=1.0)
         assert probe.r2(predict(x[200:]), noise[200:]) < 0.1
     assert probe.main(["--arrays", "/nonexistent.npz"]) == 2
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
+def test_the_device_loop_trains_both_phases_on_jax(arrays, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    _, path, _ = arrays
+    env = dict(os.environ, KERAS_BACKEND="jax", JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run(
+        # Keras' save_weights on JAX calls np.array(variable), whose __array__ lacks NumPy 2's
+        # copy keyword: a DeprecationWarning from inside Keras; every other warning is an error.
+        [sys.executable, "-W", "error", "-W", "ignore:__array__ implementation:DeprecationWarning",
+         str(SCRIPTS / "train_arrays.py"), "--arrays", str(path),
+         "--out", str(tmp_path), "--frames", "4", "--clip-length", "3", "--pretrain-steps", "4",
+         "--finetune-steps", "4", "--pretrain-batch", "2", "--finetune-batch", "2",
+         "--steps-per-call", "2", "--precision", "float32", "--overrides", json.dumps(MICRO)],
+        capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["pretrain"]["steps"] == 4 and summary["finetune"]["steps"] == 4
+    for phase in ("pretrain", "world_model"):
+        lines = (tmp_path / phase / "metrics.jsonl").read_text().splitlines()
+        records = [json.loads(line) for line in lines]
+        assert [r["step"] for r in records] == [1, 2, 3, 4]
+        assert all(np.isfinite(r["loss"]) for r in records)
+        assert json.loads((tmp_path / phase / "config.json").read_text())["steps_per_call"] == 2
+    model = load_world_model(tmp_path / "world_model")
+    assert model.conventions["image_size"] == 64
