@@ -19,6 +19,11 @@ class AttentiveProbe(keras.Model):
         num_heads: attention heads; must divide `dim`.
         num_queries: learnable queries (1 in V-JEPA, 16 in V-JEPA 2).
         mlp_ratio: MLP hidden width as a multiple of `dim`.
+        num_tokens: if given, a learned position embedding per token index (added to the
+            tokens before pooling), so the probe can read where a token is: an encoder with
+            rotary positions (RoPE) carries no absolute position in its outputs, and without
+            it the probe pools a bag of tokens. None (the default): V-JEPA's probe as
+            published.
 
     Call arguments:
         tokens: (B, N, dim) frozen encoder outputs.
@@ -36,7 +41,8 @@ class AttentiveProbe(keras.Model):
         Bardes et al., V-JEPA (arXiv:2404.08471), frozen evaluation.
     """
 
-    def __init__(self, num_classes, dim, num_heads=4, num_queries=1, mlp_ratio=4.0, **kwargs):
+    def __init__(self, num_classes, dim, num_heads=4, num_queries=1, mlp_ratio=4.0,
+                 num_tokens=None, **kwargs):
         super().__init__(**kwargs)
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2; received {num_classes}")
@@ -45,6 +51,9 @@ class AttentiveProbe(keras.Model):
                              f"num_heads={num_heads}")
         if num_queries < 1:
             raise ValueError(f"num_queries must be >= 1; received {num_queries}")
+        if num_tokens is not None and num_tokens < 1:
+            raise ValueError(f"num_tokens must be None or >= 1; received {num_tokens}")
+        self.num_tokens = num_tokens
         self.num_classes = num_classes
         self.dim = dim
         self.num_heads = num_heads
@@ -65,6 +74,10 @@ class AttentiveProbe(keras.Model):
         self.queries = self.add_weight(
             shape=(self.num_queries, self.dim), name="queries",
             initializer=keras.initializers.TruncatedNormal(stddev=0.02))
+        if self.num_tokens is not None:
+            self.positions = self.add_weight(
+                shape=(self.num_tokens, self.dim), name="positions",
+                initializer=keras.initializers.TruncatedNormal(stddev=0.02))
         token_shape = (None, None, self.dim)
         query_shape = (None, self.num_queries, self.dim)
         self.norm_tokens.build(token_shape)
@@ -79,6 +92,11 @@ class AttentiveProbe(keras.Model):
 
     def call(self, tokens, training=False):
         tokens = self.norm_tokens(tokens)
+        if self.num_tokens is not None:
+            if tokens.shape[1] is not None and tokens.shape[1] != self.num_tokens:
+                raise ValueError(f"the probe has positions for {self.num_tokens} tokens; "
+                                 f"received {tokens.shape[1]}")
+            tokens = tokens + ops.cast(self.positions, tokens.dtype)[None]
         batch = ops.shape(tokens)[0]
         queries = ops.broadcast_to(ops.cast(self.queries, tokens.dtype),
                                    (batch, self.num_queries, self.dim))
@@ -90,5 +108,6 @@ class AttentiveProbe(keras.Model):
     def get_config(self):
         config = super().get_config()
         config.update(num_classes=self.num_classes, dim=self.dim, num_heads=self.num_heads,
-                      num_queries=self.num_queries, mlp_ratio=self.mlp_ratio)
+                      num_queries=self.num_queries, mlp_ratio=self.mlp_ratio,
+                      num_tokens=self.num_tokens)
         return config

@@ -11,7 +11,9 @@ world model's non-affine LayerNorm) for four things on held-out scenes:
 Two probes read the same tokens: the attentive probe of V-JEPA's frozen evaluation
 (`AttentiveProbe`: a learnable query cross-attends over the tokens, a linear head; one head of
 10 outputs trained with cross-entropy on the two classifications and a squared error on the
-standardised positions) and a ridge regression on the flattened tokens (the earlier linear
+standardised positions; with a learned position embedding per token, since the encoder's rotary
+positions leave no absolute position in its outputs and xyz is a question of where, unless
+`no_positions`) and a ridge regression on the flattened tokens (the earlier linear
 probe, `scripts/gripper_probe.py`), its penalty chosen on a fifth of the training episodes.
 The same probes on a randomly initialised encoder of the same configuration are the baseline.
 
@@ -48,6 +50,9 @@ class StateProbeConfig:
     epochs: int = opt(60, "attentive probe training epochs")
     batch_size: int = opt(64, "attentive probe batch size")
     lr: float = opt(1e-3, "attentive probe learning rate (AdamW)")
+    no_positions: bool = opt(False, "attentive probe without its learned position embedding "
+                                    "per token (V-JEPA's probe as published; the planner's "
+                                    "energy compares tokens position by position)")
     no_baseline: bool = opt(False, "skip the random-init encoder")
     seed: int = opt(0, "seed of the probes and the random-init encoder")
 
@@ -206,7 +211,8 @@ def attentive_probe(train_x, train_t: dict, test_x, config: StateProbeConfig) ->
 
     keras.utils.set_random_seed(config.seed)
     dim = train_x.shape[-1]
-    probe = AttentiveProbe(10, dim, num_heads=next(h for h in (4, 3, 2, 1) if dim % h == 0))
+    probe = AttentiveProbe(10, dim, num_heads=next(h for h in (4, 3, 2, 1) if dim % h == 0),
+                           num_tokens=None if config.no_positions else train_x.shape[1])
     probe.compile(optimizer=keras.optimizers.AdamW(config.lr, weight_decay=0.01), loss=loss,
                   jit_compile=False)
     probe.fit(train_x, y.astype(np.float32), batch_size=config.batch_size,
