@@ -22,7 +22,13 @@ def rows(folder: Path):
                    f"{probe} | {s['finger_open']['accuracy']:.3f} "
                    f"({s['finger_open']['majority_class']:.3f}) | "
                    f"{s['in_hand']['accuracy']:.3f} ({s['in_hand']['majority_class']:.3f}) | "
-                   f"{s['object_xyz']['r2']['all']:.3f} | {s['gripper_xyz']['r2']['all']:.3f} |")
+                   f"{s['object_xyz']['r2']['all']:.3f} | {s['gripper_xyz']['r2']['all']:.3f} | "
+                   f"{_relative(s)} |")
+
+
+def _relative(s: dict) -> str:
+    """Object minus gripper R^2 (results written before it was scored: '-')."""
+    return f"{s['object_minus_gripper']['r2']['all']:.3f}" if "object_minus_gripper" in s else "-"
 
 
 def main(argv=None) -> int:
@@ -33,8 +39,8 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     print("| view | px | tokens/frame | encoder | probe | finger open (majority) | "
-          "in hand (majority) | object xyz R^2 | gripper xyz R^2 |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "in hand (majority) | object xyz R^2 | gripper xyz R^2 | object - gripper R^2 |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for folder in folders:
         for row in rows(folder):
             print(row)

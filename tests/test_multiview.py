@@ -116,10 +116,16 @@ def test_r2_and_scores():
     assert state_probe.r2(y, y)["all"] == pytest.approx(1.0)
     assert state_probe.r2(y, np.broadcast_to(y.mean(0), y.shape))["all"] == pytest.approx(0.0)
     truth = {"finger_open": np.array([1, 1, 0, 1]), "in_hand": np.array([0, 0, 0, 1]),
-             "object_xyz": np.eye(4, 3), "gripper_xyz": np.eye(4, 3)}
+             "object_xyz": np.eye(4, 3), "gripper_xyz": np.eye(4, 3)[[1, 2, 3, 0]] * 2}
     s = state_probe.score(dict(truth), truth)
     assert s["finger_open"] == {"accuracy": 1.0, "majority_class": 0.75, "items": 4}
     assert s["object_xyz"]["r2"]["all"] == pytest.approx(1.0)
+    # A shift shared by both estimates (a camera placed differently) cancels in the relative one.
+    shifted = dict(truth, object_xyz=truth["object_xyz"] + 0.6,
+                   gripper_xyz=truth["gripper_xyz"] + 0.6)
+    s = state_probe.score(shifted, truth)
+    assert s["object_xyz"]["r2"]["all"] < 0.5
+    assert s["object_minus_gripper"]["r2"]["all"] == pytest.approx(1.0)
 
 
 def test_ridge_probe_reads_what_the_pixels_show(tmp_path):

@@ -19,6 +19,37 @@ def test_attentive_probe_round_trips_exactly_and_refuses_bad_heads(tmp_path):
         AttentiveProbe(num_classes=3, dim=10, num_heads=3)
 
 
+def test_position_embedding_lets_the_probe_read_where_a_token_is(tmp_path):
+    # The class is where a marker token sits (first or second half of 8 positions). A probe
+    # over a bag of tokens cannot tell; with a position embedding it learns it.
+    import keras
+
+    from vjepa2.models import AttentiveProbe
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 400)
+    where = labels * 4 + rng.integers(0, 4, 400)
+    background, marker = rng.normal(size=12), rng.normal(size=12)
+    tokens = (background + 0.3 * rng.normal(size=(400, 8, 12))).astype("float32")
+    tokens[np.arange(400), where] = marker + 0.3 * rng.normal(size=(400, 12))
+    accuracy = {}
+    for name, num_tokens in (("bag", None), ("placed", 8)):
+        keras.utils.set_random_seed(0)
+        probe = AttentiveProbe(num_classes=2, dim=12, num_heads=3, num_tokens=num_tokens)
+        probe.compile(optimizer=keras.optimizers.AdamW(3e-3),
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        probe.fit(tokens[:300], labels[:300], batch_size=32, epochs=30, verbose=0)
+        predicted = np.argmax(np.asarray(probe(tokens[300:])), axis=-1)
+        accuracy[name] = float(np.mean(predicted == labels[300:]))
+    assert accuracy["bag"] < 0.7 and accuracy["placed"] > 0.9, accuracy
+    assert probe.get_config()["num_tokens"] == 8
+    assert_saved_model_equal(probe, tokens[:4], tmp_path)
+    with pytest.raises(ValueError, match="positions for 8 tokens; received 5"):
+        probe(tokens[:2, :5])
+    with pytest.raises(ValueError, match="num_tokens must be None or >= 1; received 0"):
+        AttentiveProbe(num_classes=3, dim=12, num_heads=3, num_tokens=0)
+
+
 def test_probe_finds_the_one_token_that_carries_the_class():
     # The class is written in one token among many distractors: mean pooling blurs it, cross
     # attention can pick it out.

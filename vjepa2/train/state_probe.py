@@ -6,7 +6,8 @@ world model's non-affine LayerNorm) for four things on held-out scenes:
 
 - finger open / closed (finger gap > 0.075 m; the majority class stated beside it),
 - object in hand (held between both fingers; its majority class beside it),
-- object xyz and gripper xyz (R^2 over the three axes together, and per axis).
+- object xyz and gripper xyz (R^2 over the three axes together, and per axis), and the object
+  relative to the gripper from the two estimates.
 
 Two probes read the same tokens: the attentive probe of V-JEPA's frozen evaluation
 (`AttentiveProbe`: a learnable query cross-attends over the tokens, a linear head; one head of
@@ -132,6 +133,11 @@ def score(predictions: dict, truth: dict) -> dict:
                      "majority_class": majority, "items": int(len(y))}
     for name in ("object_xyz", "gripper_xyz"):
         out[name] = {"r2": r2(truth[name], predictions[name])}
+    # Where the object is relative to the gripper (what a grasp needs), from the two estimates:
+    # an error both share (a scene camera placed differently) cancels here.
+    out["object_minus_gripper"] = {"r2": r2(truth["object_xyz"] - truth["gripper_xyz"],
+                                            predictions["object_xyz"] -
+                                            predictions["gripper_xyz"])}
     return out
 
 
@@ -283,4 +289,6 @@ def summary_line(name: str, r: dict) -> str:
             f" / {g['in_hand']['accuracy']:.3f} (majority {a['in_hand']['majority_class']:.3f})"
             f", object xyz R^2 {a['object_xyz']['r2']['all']:.3f} / "
             f"{g['object_xyz']['r2']['all']:.3f}, gripper xyz R^2 "
-            f"{a['gripper_xyz']['r2']['all']:.3f} / {g['gripper_xyz']['r2']['all']:.3f}")
+            f"{a['gripper_xyz']['r2']['all']:.3f} / {g['gripper_xyz']['r2']['all']:.3f}, "
+            f"object - gripper R^2 {a['object_minus_gripper']['r2']['all']:.3f} / "
+            f"{g['object_minus_gripper']['r2']['all']:.3f}")
