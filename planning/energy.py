@@ -97,7 +97,9 @@ def step_distances(z_pred, goal, kind: str = "l1"):
     Returns:
         `(B, H)`: mean over `N` and `D` of `|z - g|` (l1) or `(z - g)^2` (l2).
     """
-    diff = z_pred - _goal_tokens(goal)
+    # In float32 whatever the world model computes in (bf16 under a mixed precision policy):
+    # the energy ranks candidates whose distances differ in the third digit.
+    diff = ops.cast(z_pred, "float32") - ops.cast(_goal_tokens(goal), "float32")
     per_elem = ops.abs(diff) if kind == "l1" else ops.square(diff)
     return ops.mean(per_elem, axis=(2, 3))
 

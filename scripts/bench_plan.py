@@ -223,6 +223,8 @@ def main(argv=None):
                         "(CEMConfig.binary_dims)")
     parser.add_argument("--skip-comparison", action="store_true")
     parser.add_argument("--jit", action="store_true", help="TensorFlow: XLA-compile")
+    parser.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16"],
+                        help="the world model's compute dtype (weights stay float32)")
     parser.add_argument("--action-bound", type=float, default=1.0,
                         help="actions in [-bound, bound] per dim")
     parser.add_argument("--quick", action="store_true",
@@ -241,6 +243,7 @@ def main(argv=None):
 
     from planning import CEMConfig
 
+    keras.mixed_precision.set_global_policy(args.precision)  # before any model is built
     keras.utils.set_random_seed(0)
     info = machine_info()
     info["matmul_gflops_start"] = matmul_gflops()
@@ -251,6 +254,7 @@ def main(argv=None):
     result = {"command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
               "machine": info, "preset": args.preset, "run": args.run,
               "context": args.context, "frame_size": args.frame_size, "repeats": args.repeats,
+              "precision": args.precision,
               "comparison_repeats": args.comparison_repeats, "target_seconds": TARGET_SECONDS,
               "model": describe(model), "default_config": {
                   k: getattr(default, k) for k in ("samples", "elites", "iterations", "horizon")}}

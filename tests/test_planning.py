@@ -155,6 +155,13 @@ def test_energies_on_hand_computed_values():
     np.testing.assert_allclose(ops.convert_to_numpy(final(Z, GOAL)), [0.5, 2.5])
 
 
+def test_energy_of_bf16_latents_is_float32():
+    # A world model computing in bf16 (a mixed precision policy) against a float32 goal.
+    energy = l1_energy(ops.cast(Z, "bfloat16"), GOAL)
+    assert keras.backend.standardize_dtype(energy.dtype) == "float32"
+    np.testing.assert_allclose(ops.convert_to_numpy(energy), [0.5, 2.5])
+
+
 def test_energy_config_errors():
     with pytest.raises(ValueError, match="kind must be one of .*received kind='l3'"):
         EnergyConfig(kind="l3")

@@ -38,6 +38,8 @@ class ProbeConfig:
     lr: float = opt(1e-3, "probe learning rate (AdamW)")
     weight_decay: float = opt(0.01, "probe weight decay")
     num_queries: int = opt(1, "learnable queries of the attentive probe")
+    positions: bool = opt(False, "a learned position embedding per token in the probe (the "
+                                 "encoder's rotary positions leave none in its outputs)")
     frames: int = opt(8, "videos: frames per clip")
     fps: float = opt(4.0, "videos: clip sampling rate (frames/s)")
     resolution: int = opt(128, "videos and images: frame size in px")
@@ -137,7 +139,8 @@ def train_probe(train_tokens, train_labels, num_classes, config: ProbeConfig):
     keras.utils.set_random_seed(config.seed)
     dim = train_tokens.shape[-1]
     heads = next(h for h in (4, 3, 2, 1) if dim % h == 0)
-    probe = AttentiveProbe(num_classes, dim, num_heads=heads, num_queries=config.num_queries)
+    probe = AttentiveProbe(num_classes, dim, num_heads=heads, num_queries=config.num_queries,
+                           num_tokens=train_tokens.shape[1] if config.positions else None)
     probe.compile(optimizer=keras.optimizers.AdamW(config.lr, weight_decay=config.weight_decay),
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   jit_compile=False)  # XLA compiles longer than this small model trains
