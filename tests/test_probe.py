@@ -67,6 +67,16 @@ def test_probe_finds_the_one_token_that_carries_the_class():
     assert lo < result["top1"] < hi
 
 
+def test_probe_positions_option_places_the_tokens():
+    from vjepa2.train.probe import ProbeConfig, train_probe
+
+    tokens = np.random.default_rng(2).normal(size=(8, 5, 12)).astype("float32")
+    labels = np.arange(8) % 2
+    for positions, expected in ((False, None), (True, 5)):
+        config = ProbeConfig(encoder="-", data="-", out="-", epochs=1, positions=positions)
+        assert train_probe(tokens, labels, 2, config).num_tokens == expected
+
+
 def test_wilson_interval_matches_the_formula():
     from vjepa2.train.probe import wilson_interval
 
