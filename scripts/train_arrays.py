@@ -56,11 +56,11 @@ def load_arrays(path: str) -> dict:
 _SAMPLER = None
 
 
-def _init_masks(grid, seed):
+def _init_masks(grid, seed, counts="quantile"):
     global _SAMPLER
     from vjepa2.masks import MultiBlockMaskSampler
 
-    _SAMPLER = MultiBlockMaskSampler(grid, seed=seed)
+    _SAMPLER = MultiBlockMaskSampler(grid, seed=seed, counts=counts)
 
 
 def _mask_batch(args):
@@ -258,12 +258,15 @@ def pretrain_phase(args, data, pool, out: Path):
         from vjepa2.train.device_loop import pretrain_batch_fn
         from vjepa2.train.device_masks import DeviceMaskSampler
 
-        device = (pretrain_batch_fn(B, args.frames, DeviceMaskSampler(grid)), {"frames": frames},
+        sampler = (DeviceMaskSampler.reference(grid, B) if args.mask_counts == "reference"
+                   else DeviceMaskSampler(grid))
+        device = (pretrain_batch_fn(B, args.frames, sampler), {"frames": frames},
                   args.steps_per_call)
         summary = train_and_record(trainer, device, config, out, args.pretrain_seconds,
                                    args.pretrain_steps, args, "pretrain",
                                    {"preset_overrides": encoder_overrides,
-                                    "steps_per_call": args.steps_per_call})
+                                    "steps_per_call": args.steps_per_call,
+                                    "mask_counts": args.mask_counts})
         trainer.teacher.save_to_preset(out / "encoder")
         trainer.predictor.save_to_preset(out / "predictor")
         return summary
@@ -296,7 +299,8 @@ def pretrain_phase(args, data, pool, out: Path):
         raise ValueError(f"mask grid {args.mask_grid} does not match the encoder's {grid}")
     summary = train_and_record(trainer, batches(), config, out, args.pretrain_seconds,
                                args.pretrain_steps, args, "pretrain",
-                               {"preset_overrides": encoder_overrides})
+                               {"preset_overrides": encoder_overrides,
+                                "mask_counts": args.mask_counts})
     trainer.teacher.save_to_preset(out / "encoder")
     trainer.predictor.save_to_preset(out / "predictor")
     return summary
@@ -374,6 +378,9 @@ def main(argv=None) -> int:
     p.add_argument("--steps-per-call", type=int, default=0,
                    help="JAX: the device-resident loop, this many steps per compiled call "
                         "(data on the device, batches and masks drawn there); 0: keras fit")
+    p.add_argument("--mask-counts", default="quantile", choices=["quantile", "reference"],
+                   help="context/target token counts: one fixed low quantile, or the reference "
+                        "collator's per-batch minima in a few static shapes (as vjepa2 pretrain)")
     p.add_argument("--precision", default="auto")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
@@ -427,11 +434,12 @@ def main(argv=None) -> int:
         return 2
     summary = {}
     if args.encoder is None and (args.workers == 0 or args.steps_per_call):
-        _init_masks(grid, args.seed)
+        _init_masks(grid, args.seed, args.mask_counts)
         summary["pretrain"] = pretrain_phase(args, data, None, out / "pretrain")
     elif args.encoder is None:
         ctx = mp.get_context("fork")
-        with ctx.Pool(args.workers, initializer=_init_masks, initargs=(grid, args.seed)) as pool:
+        with ctx.Pool(args.workers, initializer=_init_masks,
+                      initargs=(grid, args.seed, args.mask_counts)) as pool:
             summary["pretrain"] = pretrain_phase(args, data, pool, out / "pretrain")
     encoder_run = Path(args.encoder) if args.encoder else out / "pretrain"
     summary["finetune"] = finetune_phase(args, data, encoder_run, out / "world_model")

@@ -66,6 +66,34 @@ for index, config in enumerate(host.mask_sets):
     shares.append([float(host_share), float(jnp.mean(jax.vmap(one)(keys)))])
 report["masked_share_host_device"] = shares
 
+# Reference counts: per call a bucket drawn on the host, the batch drawn by the reference rule.
+ref_sampler = device_masks.DeviceMaskSampler.reference(grid, batch_size=16)
+ref_host = MultiBlockMaskSampler(grid, counts="reference")
+report["buckets_equal"] = ref_sampler.buckets == [list(map(tuple, b))
+                                                  for b in ref_host.bucket_shapes(16)]
+sample_ref = jax.jit(ref_sampler.sample, static_argnums=(1, 2))
+device_counts = []
+ref_overlap, ref_fallbacks = 0, 0
+for step in range(24):
+    bucket = ref_sampler.draw_bucket(0, step)
+    drawn = sample_ref(jax.random.key(step), 16, bucket)
+    device_counts.append([(m["context_ids"].shape[1], m["target_ids"].shape[1]) for m in drawn])
+    ref_fallbacks += sum(int(m["fallbacks"]) + 100 * int(m["unfilled"]) for m in drawn)
+    for m in drawn:
+        for c, t in zip(np.asarray(m["context_ids"]), np.asarray(m["target_ids"])):
+            ref_overlap += len(set(c) & set(t))
+# The counts the device draws on average (its bucket frequencies) against 200 host batches.
+host_counts = np.array([[(m["context_ids"].shape[1], m["target_ids"].shape[1])
+                         for m in ref_host.sample_batch(16, step)] for step in range(200)])
+report["reference_mean_counts_host_device"] = [
+    [host_counts[:, i].mean(axis=0).tolist(),
+     (np.asarray(ref_sampler.bucket_probabilities[i]) @ np.asarray(ref_sampler.buckets[i],
+                                                                   float)).tolist()]
+    for i in range(2)]
+report["reference_counts_are_buckets"] = all(
+    counts[i] in ref_sampler.buckets[i] for counts in device_counts for i in range(2))
+report.update(reference_overlap=ref_overlap, reference_fallbacks=ref_fallbacks)
+
 # ---------------------------------------------------------------- crop augmentation
 clip = jnp.asarray(np.random.default_rng(1).normal(size=(2, 2, 16, 16, 3)), jnp.float32)
 full = random_resized_crop(jax.random.key(0), clip, scale=(1.0, 1.0), ratio=(1.0, 1.0))
@@ -115,6 +143,11 @@ report["scan_error"] = max(float(np.abs(a - b).max()) for a, b in zip(scanned, w
 report["moved"] = max(float(np.abs(a - b).max()) for a, b in zip(scanned, initial))
 report["logged_steps"] = [entry["step"] for entry in logs]
 report["loss_finite"] = all(np.isfinite(entry["loss"]) for entry in logs)
+
+# The loop with reference counts: one compiled call per bucket, chosen on the host.
+ref_loop = DeviceLoop(fresh(), pretrain_batch_fn(2, 4, device_masks.DeviceMaskSampler.reference(
+    (2, 4, 4), batch_size=2)), data, steps_per_call=2, seed=5)
+report["reference_loop_losses"] = [entry["loss"] for entry in ref_loop.run_call()]
 
 # Exact resume: the loop above, checkpointed after its 2 steps and restored into a fresh trainer,
 # then 2 more steps on each side.

@@ -39,6 +39,18 @@ def test_device_masks_follow_the_host_sampler(report):
         assert abs(host - device) < 0.02  # 2000 draws each: the same block distribution
 
 
+def test_reference_counts_follow_the_host_sampler(report):
+    assert report["buckets_equal"] and report["reference_counts_are_buckets"]
+    # No cut set shares a token; at most one batch in 24 fell back to a neighbouring bucket.
+    assert report["reference_overlap"] == 0 and report["reference_fallbacks"] <= 1
+    # Mean context and target counts: 200 host batches against the device's bucket
+    # frequencies (within 10%: the host mean of 200 discrete draws).
+    for host, device in report["reference_mean_counts_host_device"]:
+        for h, d in zip(host, device):
+            assert abs(h - d) <= 0.10 * h, (host, device)
+    assert all(0 < x < 10 for x in report["reference_loop_losses"])
+
+
 def test_steps_in_one_call_equal_the_trainers_own_steps(report):
     assert report["moved"] > 1e-5
     assert report["scan_error"] < 1e-5

@@ -37,9 +37,14 @@ class DeviceLoop:
         data: dict of arrays; uploaded to the device once.
         steps_per_call: optimizer steps per compiled call (`lax.scan` length).
         seed: the seed of every step's key (`fold_in(key(seed), step)`).
+        variant_fn: optional `(seed, step) -> hashable`, evaluated on the host for the call
+            that starts at `step` and passed to `batch_fn(..., variant=)` as a static value
+            (one compiled call per variant: e.g. the mask-count bucket of the reference's
+            counts, `pretrain_batch_fn` sets it).
     """
 
-    def __init__(self, trainer, batch_fn, data: dict, steps_per_call: int = 10, seed: int = 0):
+    def __init__(self, trainer, batch_fn, data: dict, steps_per_call: int = 10, seed: int = 0,
+                 variant_fn=None):
         if steps_per_call < 1:
             raise ValueError(f"steps_per_call must be >= 1; received {steps_per_call}")
         if trainer.optimizer is None or not trainer.optimizer.built:
@@ -49,7 +54,10 @@ class DeviceLoop:
         self.data = {k: jax.device_put(np.asarray(v)) for k, v in data.items()}
         self.steps_per_call = int(steps_per_call)
         self.seed = int(seed)
-        self._compiled = jax.jit(self._run_steps, donate_argnums=(0,))
+        self.variant_fn = variant_fn if variant_fn is not None else getattr(
+            batch_fn, "variant_fn", None)
+        self._compiled = jax.jit(self._run_steps, donate_argnums=(0,),
+                                 static_argnames=("variant",))
         self.load()
 
     # ------------------------------------------------------------------------- state
@@ -81,12 +89,14 @@ class DeviceLoop:
         return int(self.state[2][index])
 
     # ------------------------------------------------------------------------- steps
-    def _run_steps(self, state, data, first_step):
+    def _run_steps(self, state, data, first_step, variant=None):
         base = jax.random.key(self.seed)
 
         def body(state, offset):
             step = first_step + offset
-            batch = self.batch_fn(jax.random.fold_in(base, step), data, step)
+            key = jax.random.fold_in(base, step)
+            batch = (self.batch_fn(key, data, step) if variant is None
+                     else self.batch_fn(key, data, step, variant=variant))
             logs, state = self.trainer.train_step(state, batch)
             return state, {k: jnp.asarray(v, jnp.float32) for k, v in logs.items()}
 
@@ -95,7 +105,9 @@ class DeviceLoop:
     def run_call(self) -> list[dict]:
         """One compiled call: `steps_per_call` steps; returns each step's logs (floats)."""
         first = self.step
-        self.state, logs = self._compiled(self.state, self.data, jnp.int32(first))
+        variant = None if self.variant_fn is None else self.variant_fn(self.seed, first)
+        self.state, logs = self._compiled(self.state, self.data, jnp.int32(first),
+                                          variant=variant)
         logs = {k: np.asarray(v) for k, v in logs.items()}
         return [{"step": first + i + 1, **{k: float(v[i]) for k, v in logs.items()}}
                 for i in range(self.steps_per_call)]
@@ -154,9 +166,10 @@ def random_resized_crop(key, clips, scale=(0.3, 1.0), ratio=(0.75, 1.35)):
 def pretrain_batch_fn(batch_size: int, frames: int, sampler, crop: bool = False):
     """`batch_fn` of V-JEPA 2 pretraining on `data["frames"]` (E, F, H, W, 3) uint8: random
     clips of `frames` frames, normalised as the video pipeline does, optionally a random resized
-    crop per clip, and the multi-block masks of `sampler` (a `DeviceMaskSampler`)."""
+    crop per clip, and the multi-block masks of `sampler` (a `DeviceMaskSampler`; with
+    reference counts, the call's bucket is its `variant`)."""
 
-    def make(key, data, step):
+    def make(key, data, step, variant=None):
         k_clip, k_crop, k_mask = jax.random.split(key, 3)
         video = data["frames"]
         index = _clip_indices(k_clip, video.shape[0], video.shape[1], batch_size, frames)
@@ -164,11 +177,13 @@ def pretrain_batch_fn(batch_size: int, frames: int, sampler, crop: bool = False)
         if crop:
             clips = random_resized_crop(k_crop, clips)
         batch = {"video": clips}
-        for i, masks in enumerate(sampler.sample(k_mask, batch_size)):
+        for i, masks in enumerate(sampler.sample(k_mask, batch_size, variant)):
             batch[f"context_ids_{i}"] = masks["context_ids"]
             batch[f"target_ids_{i}"] = masks["target_ids"]
         return batch
 
+    if sampler.counts == "reference":
+        make.variant_fn = sampler.draw_bucket
     return make
 
 

@@ -16,6 +16,17 @@ Where the host sampler redraws a sample that has fewer tokens than the fixed cou
 redraws the block shape) and keeps the first that reaches both counts. The fixed counts are a
 5% quantile, so all candidates fail with probability about `0.05 ** candidates`; such a sample
 keeps its first candidate, and its cut sets may then share tokens. `fallbacks` counts them.
+
+With `counts="reference"` the counts follow the reference collator instead, as
+`MultiBlockMaskSampler(counts="reference")` does on the host: a batch keeps its minimum context
+and target counts, rounded down to one of a few static shapes ("buckets"). A compiled call needs
+static shapes, so the bucket of each mask set is chosen per call on the host
+(`draw_bucket(seed, step)`, with the frequencies the host sampler's batches fall into them),
+and the device draws `candidates` whole batches by the reference rule (block area
+`floor(scale * H' * W')`, aspect uniform; positions per sample) and keeps the first whose
+minima fall into that bucket: the batches of a bucket are drawn as the reference draws them,
+and the buckets as often as the reference's batches land in them. (A candidate batch with a
+sample left without context is passed over; the reference redraws that sample alone.)
 """
 from __future__ import annotations
 
@@ -23,6 +34,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from vjepa2.masks import MultiBlockMaskSampler
 
@@ -32,6 +44,16 @@ def _block_shape(key, grid_hw, config):
     area = config.spatial_scale * h * w
     lo, hi = config.aspect_ratio
     aspect = jnp.exp(jax.random.uniform(key, (), minval=math.log(lo), maxval=math.log(hi)))
+    bh = jnp.clip(jnp.round(jnp.sqrt(area * aspect)), 1, h).astype(jnp.int32)
+    bw = jnp.clip(jnp.round(jnp.sqrt(area / aspect)), 1, w).astype(jnp.int32)
+    return bh, bw
+
+
+def _reference_block_shape(key, grid_hw, config):
+    h, w = grid_hw
+    area = int(config.spatial_scale * h * w)
+    lo, hi = config.aspect_ratio
+    aspect = jax.random.uniform(key, (), minval=lo, maxval=hi)
     bh = jnp.clip(jnp.round(jnp.sqrt(area * aspect)), 1, h).astype(jnp.int32)
     bw = jnp.clip(jnp.round(jnp.sqrt(area / aspect)), 1, w).astype(jnp.int32)
     return bh, bw
@@ -86,11 +108,57 @@ class DeviceMaskSampler:
         self.num_context = tuple(int(n) for n in host.num_context)
         self.num_target = tuple(int(n) for n in host.num_target)
         self.candidates = int(candidates)
+        self.counts = "quantile"
 
-    def sample(self, key, batch_size: int):
+    @classmethod
+    def reference(cls, grid, batch_size: int, mask_sets=None, candidates=32, buckets=3):
+        """The reference collator's counts (see the module docstring) for `batch_size`."""
+        kwargs = {} if mask_sets is None else {"mask_sets": mask_sets}
+        host = MultiBlockMaskSampler(grid, counts="reference", buckets=buckets, **kwargs)
+        self = cls.__new__(cls)
+        self.grid, self.mask_sets = tuple(host.grid), tuple(host.mask_sets)
+        self.candidates, self.counts, self.batch_size = int(candidates), "reference", batch_size
+        self.buckets = [list(map(tuple, b)) for b in host.bucket_shapes(batch_size)]
+        self.bucket_weights = host._bucket_cache[batch_size][1]
+        # How often the reference's batches land in each bucket (400 batches per mask set,
+        # a seed of their own, as the bucket shapes).
+        rng = np.random.default_rng(54321)
+        self.bucket_probabilities = []
+        for index, config in enumerate(self.mask_sets):
+            hits = np.zeros(len(self.buckets[index]))
+            for _ in range(400):
+                _, ctx, tgt = host.reference_minima(rng, config, batch_size)
+                bucket = self._bucket_of(index, ctx, tgt)
+                if bucket is not None:
+                    hits[bucket] += 1
+            self.bucket_probabilities.append(hits / hits.sum())
+        return self
+
+    def _bucket_of(self, index, ctx_min, tgt_min):
+        """The bucket a batch with these minima maps to (the host sampler's rule), or None."""
+        w_ctx, w_tgt = self.bucket_weights[index]
+        fits = [(c * w_ctx + t * w_tgt, b) for b, (c, t) in enumerate(self.buckets[index])
+                if c <= ctx_min and t <= tgt_min]
+        return max(fits)[1] if fits else None
+
+    def draw_bucket(self, seed: int, step: int) -> tuple:
+        """`counts="reference"`: the bucket of each mask set for the call that starts at `step`
+        (host side, a function of (seed, step) only, so a resumed run draws the same)."""
+        rng = np.random.default_rng([int(seed), int(step), 99])
+        return tuple(int(rng.choice(len(p), p=p)) for p in self.bucket_probabilities)
+
+    def sample(self, key, batch_size: int, bucket: tuple | None = None):
         """A list (one per mask set) of dicts: `context_ids` (B, n_ctx), `target_ids`
-        (B, n_tgt) int32, rows sorted, and `fallbacks` (samples none of whose candidates
-        reached the counts)."""
+        (B, n_tgt) int32, rows sorted, and `fallbacks` (samples, or with reference counts
+        batches, none of whose candidates reached the counts). With reference counts,
+        `bucket` (static) names each mask set's bucket, from `draw_bucket`."""
+        if self.counts == "reference":
+            if bucket is None or len(bucket) != len(self.mask_sets):
+                raise ValueError(f"reference counts need a bucket per mask set; received "
+                                 f"{bucket!r}")
+            return [self._reference_set(jax.random.fold_in(key, index), index, config,
+                                        batch_size, bucket[index])
+                    for index, config in enumerate(self.mask_sets)]
         t, h, w = self.grid
         out = []
         for index, config in enumerate(self.mask_sets):
@@ -113,3 +181,30 @@ class DeviceMaskSampler:
                         "target_ids": _random_subset(k_tgt, tokens, n_tgt),
                         "fallbacks": jnp.sum(~jnp.any(valid, axis=1))})
         return out
+
+    def _reference_set(self, key, index, config, batch_size, bucket):
+        t, h, w = self.grid
+        k_shapes, k_pos, k_ctx, k_tgt = jax.random.split(key, 4)
+        n_ctx, n_tgt = self.buckets[index][bucket]
+        shapes = jax.vmap(lambda k: _reference_block_shape(k, (h, w), config))(
+            jax.random.split(k_shapes, self.candidates))
+        spatial = jax.vmap(lambda k, bh, bw: _spatial_masks(k, (h, w), config, bh, bw,
+                                                            batch_size))(
+            jax.random.split(k_pos, self.candidates), *shapes)  # (R, B, H', W')
+        masked = jnp.sum(spatial, axis=(2, 3))
+        full = jnp.any(masked == h * w, axis=1)  # a sample with no context: redrawn
+        ctx_min, tgt_min = (h * w - jnp.max(masked, axis=1)) * t, jnp.min(masked, axis=1) * t
+        # The bucket each candidate batch maps to: the best-scoring shape it can fill.
+        w_ctx, w_tgt = self.bucket_weights[index]
+        shape_ctx = jnp.asarray([c for c, _ in self.buckets[index]])
+        shape_tgt = jnp.asarray([tg for _, tg in self.buckets[index]])
+        fits = (shape_ctx[None] <= ctx_min[:, None]) & (shape_tgt[None] <= tgt_min[:, None])
+        score = jnp.where(fits, shape_ctx * w_ctx + shape_tgt * w_tgt, -1.0)
+        lands = (jnp.argmax(score, axis=1) == bucket) & jnp.any(fits, axis=1) & ~full
+        # None landed (rare: candidates per batch): the first that can fill the bucket.
+        fills = fits[:, bucket] & ~full
+        choice = jnp.where(jnp.any(lands), jnp.argmax(lands), jnp.argmax(fills))
+        tokens = jnp.tile(spatial[choice].reshape(batch_size, h * w), (1, t))
+        return {"context_ids": _random_subset(k_ctx, ~tokens, n_ctx),
+                "target_ids": _random_subset(k_tgt, tokens, n_tgt),
+                "fallbacks": jnp.sum(~jnp.any(lands)), "unfilled": jnp.sum(~jnp.any(fills))}
