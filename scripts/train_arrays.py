@@ -154,8 +154,6 @@ def fit_on_device(trainer, device, budget, probe_steps, max_steps, callbacks, la
     """`fit_within` with the device-resident loop (JAX): `device` is (batch_fn, arrays,
     steps_per_call); each compiled call runs that many steps, its batches and masks drawn on
     the device. Returns (steps, seconds, steps/s)."""
-    import jax
-
     from vjepa2.train.device_loop import DeviceLoop
 
     batch_fn, arrays, per_call = device
@@ -185,9 +183,7 @@ def fit_on_device(trainer, device, budget, probe_steps, max_steps, callbacks, la
         for callback in callbacks:  # as fit_within's second fit: the progress restarts
             callback.on_train_end()
             callback.on_train_begin()
-        loop.sync()
-        jax.clear_caches()  # the schedule's constants are in the trace
-        loop = DeviceLoop(trainer, batch_fn, arrays, steps_per_call=per_call, seed=seed)
+        loop.recompile()  # the schedule's constants are in the trace
         result = loop.run(steps, until=started + 1.15 * budget, on_call=on_call)
         result["steps_per_second"] = rate
     loop.sync()

@@ -223,6 +223,16 @@ class MultiBlockMaskSampler:
             self._bucket_cache[batch_size] = (shapes, weights)
         return self._bucket_cache[batch_size][0]
 
+    def bucket_of(self, batch_size, index, ctx_min, tgt_min):
+        """`counts="reference"`: the index of the bucket of mask set `index` that a batch with
+        these minimum counts maps to (among the shapes it can fill, the one that keeps the
+        most, weighted as in `choose_buckets`), or None if it fills none."""
+        shapes = self.bucket_shapes(batch_size)[index]
+        w_ctx, w_tgt = self._bucket_cache[batch_size][1][index]
+        fits = [(c * w_ctx + t * w_tgt, b) for b, (c, t) in enumerate(shapes)
+                if c <= ctx_min and t <= tgt_min]
+        return max(fits)[1] if fits else None
+
     def _reference_set(self, rng, index, config, batch_size):
         """One mask set of a batch, `counts="reference"`: (spatial masks, n_ctx, n_tgt)."""
         shapes = self.bucket_shapes(batch_size)
@@ -231,10 +241,9 @@ class MultiBlockMaskSampler:
             spatial, ctx_min, tgt_min = self.reference_minima(rng, config, batch_size)
             if shapes is None:  # exact per-batch minima, as the reference
                 return spatial, ctx_min, tgt_min
-            fits = [(c, t) for c, t in shapes if c <= ctx_min and t <= tgt_min]
-            if fits:  # the shape that keeps the most, weighted as in choose_buckets
-                w_ctx, w_tgt = self._bucket_cache[batch_size][1][index]
-                n_ctx, n_tgt = max(fits, key=lambda ct: ct[0] * w_ctx + ct[1] * w_tgt)
+            bucket = self.bucket_of(batch_size, index, ctx_min, tgt_min)
+            if bucket is not None:
+                n_ctx, n_tgt = shapes[bucket]
                 return spatial, n_ctx, n_tgt
         raise RuntimeError(f"mask sampler could not fill any of the shapes {shapes} on grid "
                            f"{self.grid} in {self.max_redraws} batches ({config})")

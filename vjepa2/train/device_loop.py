@@ -56,9 +56,18 @@ class DeviceLoop:
         self.seed = int(seed)
         self.variant_fn = variant_fn if variant_fn is not None else getattr(
             batch_fn, "variant_fn", None)
+        self._compile()
+        self.load()
+
+    def _compile(self):
         self._compiled = jax.jit(self._run_steps, donate_argnums=(0,),
                                  static_argnames=("variant",))
-        self.load()
+
+    def recompile(self):
+        """Drops the compiled calls: after a change to what the trace holds as constants (the
+        learning-rate schedule, the EMA ramp); the state and the device data stay."""
+        jax.clear_caches()  # else jit may reuse the trace holding the old constants
+        self._compile()
 
     # ------------------------------------------------------------------------- state
     def load(self):

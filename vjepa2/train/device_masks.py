@@ -128,18 +128,11 @@ class DeviceMaskSampler:
             hits = np.zeros(len(self.buckets[index]))
             for _ in range(400):
                 _, ctx, tgt = host.reference_minima(rng, config, batch_size)
-                bucket = self._bucket_of(index, ctx, tgt)
+                bucket = host.bucket_of(batch_size, index, ctx, tgt)
                 if bucket is not None:
                     hits[bucket] += 1
             self.bucket_probabilities.append(hits / hits.sum())
         return self
-
-    def _bucket_of(self, index, ctx_min, tgt_min):
-        """The bucket a batch with these minima maps to (the host sampler's rule), or None."""
-        w_ctx, w_tgt = self.bucket_weights[index]
-        fits = [(c * w_ctx + t * w_tgt, b) for b, (c, t) in enumerate(self.buckets[index])
-                if c <= ctx_min and t <= tgt_min]
-        return max(fits)[1] if fits else None
 
     def draw_bucket(self, seed: int, step: int) -> tuple:
         """`counts="reference"`: the bucket of each mask set for the call that starts at `step`
