@@ -223,8 +223,10 @@ def main(argv=None):
                         "(CEMConfig.binary_dims)")
     parser.add_argument("--skip-comparison", action="store_true")
     parser.add_argument("--jit", action="store_true", help="TensorFlow: XLA-compile")
-    parser.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16"],
-                        help="the world model's compute dtype (weights stay float32)")
+    parser.add_argument("--precision", default="float32",
+                        choices=["float32", "mixed_bfloat16", "bfloat16"],
+                        help="Keras dtype policy of the world model: mixed_bfloat16 computes in "
+                        "bf16 with float32 weights, bfloat16 stores the weights in bf16 too")
     parser.add_argument("--action-bound", type=float, default=1.0,
                         help="actions in [-bound, bound] per dim")
     parser.add_argument("--quick", action="store_true",

@@ -87,6 +87,11 @@ def main(argv=None) -> int:
     parser.add_argument("--member", required=True, choices=sorted(RUNS))
     parser.add_argument("--work", default="/tmp/family", help="data and run folders")
     parser.add_argument("--steps", type=int, default=None, help="override pretraining steps")
+    parser.add_argument("--frames", type=int, default=None,
+                        help="videos: override frames per clip (pretraining and probe)")
+    parser.add_argument("--name", default=None,
+                        help="results file name under docs/results/family/ (default: the member)")
+    parser.add_argument("--batch-size", type=int, default=None, help="override the batch size")
     args = parser.parse_args(argv)
 
     from vjepa2.train.pretrain import PretrainConfig, pretrain
@@ -97,8 +102,9 @@ def main(argv=None) -> int:
     started = time.time()
     pretrain_data, probe_data = make_data(args.member, work)
     settings = dict(RUNS[args.member]["pretrain"])
-    if args.steps:
-        settings["steps"] = args.steps
+    for name in ("steps", "frames", "batch_size"):
+        if getattr(args, name):
+            settings[name] = getattr(args, name)
     run_folder = work / f"{args.member}_run"
     config = PretrainConfig(out=str(run_folder), preset="family-tiny", workers=2,
                             checkpoint_every=200, **{SOURCE_FIELD[args.member]:
@@ -110,15 +116,15 @@ def main(argv=None) -> int:
                                frames=config.frames, fps=config.fps,
                                resolution=config.resolution)
     results = probe(probe_config)
-    record = {"member": args.member, "command": "python scripts/family_eval.py --member "
-              f"{args.member}" + (f" --steps {args.steps}" if args.steps else ""),
+    record = {"member": args.member, "command": " ".join(
+                  ["python", "scripts/family_eval.py"] + (sys.argv[1:] if argv is None else argv)),
               "pretrain": {**config.to_json(), "pretrain_items": RUNS[args.member][
                   "pretrain_count"], "step": summary["step"], "seconds": pretrain_seconds},
               "probe": results, "difference": _difference(results)}
     if args.member == "motion":
         record["flow"] = flow_epe(run_folder)
     record["seconds"] = time.time() - started
-    write_json(RESULTS / f"{args.member}.json", record)
+    write_json(RESULTS / f"{args.name or args.member}.json", record)
     print(json.dumps({k: record[k] for k in ("member", "difference")}, indent=1))
     return 0
 
