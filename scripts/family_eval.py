@@ -89,6 +89,8 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=None, help="override pretraining steps")
     parser.add_argument("--frames", type=int, default=None,
                         help="videos: override frames per clip (pretraining and probe)")
+    parser.add_argument("--probe-positions", action="store_true",
+                        help="the attentive probe with a learned position embedding per token")
     parser.add_argument("--name", default=None,
                         help="results file name under docs/results/family/ (default: the member)")
     parser.add_argument("--batch-size", type=int, default=None, help="override the batch size")
@@ -114,7 +116,7 @@ def main(argv=None) -> int:
     probe_config = ProbeConfig(encoder=str(run_folder), data=str(probe_data / "labels.csv"),
                                out=str(work / f"{args.member}_probe_results"),
                                frames=config.frames, fps=config.fps,
-                               resolution=config.resolution)
+                               resolution=config.resolution, positions=args.probe_positions)
     results = probe(probe_config)
     record = {"member": args.member, "command": " ".join(
                   ["python", "scripts/family_eval.py"] + (sys.argv[1:] if argv is None else argv)),
