@@ -84,6 +84,25 @@ def test_wilson_interval_matches_the_formula():
     assert lo == pytest.approx(0.7112, abs=1e-4) and hi == pytest.approx(0.8666, abs=1e-4)
 
 
+def test_difference_interval_adds_the_probe_seeds_spread():
+    from vjepa2.train.probe import difference
+
+    one = difference({"top1": 0.6, "items": 400}, {"top1": 0.5, "items": 400})
+    half = 1.96 * np.sqrt(0.6 * 0.4 / 400 + 0.5 * 0.5 / 400)
+    assert one["top1"] == pytest.approx(0.1)
+    assert one["ci95"] == pytest.approx([0.1 - half, 0.1 + half])
+    assert one["margin_exceeds_interval"]
+    # The same means from probes that disagree across seeds: the interval widens past the
+    # margin.
+    seeds = difference({"top1": 0.62, "top1_mean": 0.6, "top1_std": 0.08, "seeds": [0.62] * 3,
+                        "items": 400},
+                       {"top1": 0.5, "top1_mean": 0.5, "top1_std": 0.08, "seeds": [0.5] * 3,
+                        "items": 400})
+    wider = 1.96 * np.sqrt(0.6 * 0.4 / 400 + 0.5 * 0.5 / 400 + 2 * 0.08 ** 2 / 3)
+    assert seeds["ci95"] == pytest.approx([0.1 - wider, 0.1 + wider])
+    assert not seeds["margin_exceeds_interval"]
+
+
 def test_split_is_seeded_and_needs_labels():
     from vjepa2.train.probe import split_items
 
@@ -105,12 +124,18 @@ def test_probe_command_writes_results_for_an_image_encoder(tmp_path):
         tmp_path / "encoder")
     code = main(["probe", "--encoder", str(tmp_path / "encoder"), "--data",
                  str(tmp_path / "data" / "labels.csv"), "--out", str(tmp_path / "probe"),
-                 "--resolution", "32", "--epochs", "2", "--heldout", "0.25"])
+                 "--resolution", "32", "--epochs", "2", "--heldout", "0.25",
+                 "--probe-seeds", "3"])
     assert code == 0
     results = json.loads((tmp_path / "probe" / "results.json").read_text())
     assert results["kind"] == "image" and results["train_items"] == 12
     for name in ("pretrained", "random_init"):
-        assert results[name]["items"] == 4 and 0 <= results[name]["top1"] <= 1
+        r = results[name]
+        assert r["items"] == 4 and 0 <= r["top1"] <= 1
+        assert len(r["seeds"]) == 3 and r["seeds"][0] == r["top1"]
+        assert r["top1_mean"] == pytest.approx(np.mean(r["seeds"]))
+    assert results["difference"]["top1"] == pytest.approx(
+        results["pretrained"]["top1_mean"] - results["random_init"]["top1_mean"])
     assert (tmp_path / "probe" / "heldout.csv").read_text().count("\n") == 4
     assert main(["probe", "--encoder", str(tmp_path / "missing"), "--data", "x.csv",
                  "--out", str(tmp_path / "p2")]) == 2

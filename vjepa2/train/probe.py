@@ -38,6 +38,8 @@ class ProbeConfig:
     lr: float = opt(1e-3, "probe learning rate (AdamW)")
     weight_decay: float = opt(0.01, "probe weight decay")
     num_queries: int = opt(1, "learnable queries of the attentive probe")
+    probe_seeds: int = opt(1, "probes trained per encoder, each with its own seed (its "
+                              "initialisation and batch order); top-1 is their mean")
     positions: bool = opt(False, "a learned position embedding per token in the probe (the "
                                  "encoder's rotary positions leave none in its outputs)")
     frames: int = opt(8, "videos: frames per clip")
@@ -53,6 +55,7 @@ class ProbeConfig:
               f"epochs and batch_size must be > 0; received {self.epochs}, {self.batch_size}")
         check(self.lr > 0, f"lr must be > 0; received {self.lr}")
         check(self.num_queries >= 1, f"num_queries must be >= 1; received {self.num_queries}")
+        check(self.probe_seeds >= 1, f"probe_seeds must be >= 1; received {self.probe_seeds}")
 
 
 def wilson_interval(successes: int, total: int, z: float = 1.96) -> tuple[float, float]:
@@ -130,13 +133,14 @@ def encode_items(encoders, dataset):
     return [np.concatenate(f) for f in features], np.concatenate(labels)
 
 
-def train_probe(train_tokens, train_labels, num_classes, config: ProbeConfig):
-    """An `AttentiveProbe` fitted on frozen tokens (AdamW, cross-entropy)."""
+def train_probe(train_tokens, train_labels, num_classes, config: ProbeConfig, seed=None):
+    """An `AttentiveProbe` fitted on frozen tokens (AdamW, cross-entropy); `seed` (default
+    `config.seed`) sets its initialisation and batch order."""
     import keras
 
     from vjepa2.models import AttentiveProbe
 
-    keras.utils.set_random_seed(config.seed)
+    keras.utils.set_random_seed(config.seed if seed is None else seed)
     dim = train_tokens.shape[-1]
     heads = next(h for h in (4, 3, 2, 1) if dim % h == 0)
     probe = AttentiveProbe(num_classes, dim, num_heads=heads, num_queries=config.num_queries,
@@ -156,6 +160,39 @@ def score(probe, tokens, labels) -> dict:
     correct = int(np.sum(predicted == labels))
     return {"top1": correct / len(labels), "correct": correct, "items": int(len(labels)),
             "ci95": list(wilson_interval(correct, len(labels)))}
+
+
+def score_seeds(train_tokens, train_labels, tokens, labels, num_classes,
+                config: ProbeConfig) -> dict:
+    """`score` of the probe trained with `config.seed`, and with `config.probe_seeds` > 1 the
+    top-1 of a probe per seed (`config.seed + i`), their mean (`top1_mean`) and sample
+    standard deviation (`top1_std`)."""
+    scores = [score(train_probe(train_tokens, train_labels, num_classes, config,
+                                seed=config.seed + i), tokens, labels)
+              for i in range(config.probe_seeds)]
+    result = dict(scores[0])
+    if config.probe_seeds > 1:
+        top1 = [r["top1"] for r in scores]
+        result.update(seeds=top1, top1_mean=float(np.mean(top1)),
+                      top1_std=float(np.std(top1, ddof=1)))
+    return result
+
+
+def difference(pretrained: dict, random_init: dict) -> dict:
+    """Pretrained minus random-init top-1 (the means over probe seeds when there are several)
+    and its 95% interval: the held-out sampling of each accuracy (normal approximation,
+    treated as independent, conservative for positively correlated errors) plus, with several
+    probe seeds, the spread of each mean over the seeds."""
+    means, variance = [], 0.0
+    for r in (pretrained, random_init):
+        p = r.get("top1_mean", r["top1"])
+        means.append(p)
+        variance += p * (1 - p) / r["items"]
+        if "seeds" in r:
+            variance += r["top1_std"] ** 2 / len(r["seeds"])
+    delta, half = means[0] - means[1], 1.96 * math.sqrt(variance)
+    return {"top1": delta, "ci95": [delta - half, delta + half],
+            "margin_exceeds_interval": bool(delta > half)}
 
 
 def probe(config: ProbeConfig, verbose: int = 1) -> dict:
@@ -188,12 +225,20 @@ def probe(config: ProbeConfig, verbose: int = 1) -> dict:
     results = {"config": dataclasses.asdict(config), "kind": kind, "classes": num_classes,
                "train_items": int(len(labels["train"])), "encode_seconds": time.time() - started}
     for name in encoders:
-        fitted = train_probe(train_x[name], labels["train"], num_classes, config)
-        results[name] = score(fitted, test_x[name], labels["heldout"])
+        results[name] = score_seeds(train_x[name], labels["train"], test_x[name],
+                                    labels["heldout"], num_classes, config)
         if verbose:
             r = results[name]
+            seeds = (f"; mean of {config.probe_seeds} probe seeds {r['top1_mean']:.3f} "
+                     f"(sd {r['top1_std']:.3f})" if "seeds" in r else "")
             print(f"probe {kind} {name}: top-1 {r['top1']:.3f} (95% CI {r['ci95'][0]:.3f}-"
-                  f"{r['ci95'][1]:.3f}) on {r['items']} held-out items", flush=True)
+                  f"{r['ci95'][1]:.3f}) on {r['items']} held-out items{seeds}", flush=True)
     results["chance"] = float(np.bincount(labels["heldout"]).max() / len(labels["heldout"]))
+    if "random_init" in results:
+        results["difference"] = difference(results["pretrained"], results["random_init"])
+        if verbose:
+            d = results["difference"]
+            print(f"probe {kind} pretrained - random_init: {d['top1']:+.3f} (95% CI "
+                  f"{d['ci95'][0]:+.3f} to {d['ci95'][1]:+.3f})", flush=True)
     write_json(out / "results.json", results)
     return results
