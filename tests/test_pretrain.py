@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from tests.helpers import MICRO_OVERRIDES, InterruptAt
 from vjepa2.errors import UsageError
+from vjepa2.train.distribute import mirrored_strategy
 from vjepa2.train.pretrain import (PretrainConfig, build_trainer, make_mask_sampler,
                                    make_pretrain_dataset, pretrain)
 
@@ -147,7 +148,7 @@ def test_mirrored_strategy_step_matches_single_device_step(videos, tmp_path):
     initial = _weights(single)
     single.train_step(batch)
 
-    strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    strategy = mirrored_strategy(["/cpu:0", "/cpu:1"])
     assert strategy.num_replicas_in_sync == 2
     with strategy.scope():
         mirrored = build_trainer(config, MICRO_OVERRIDES)

@@ -108,6 +108,25 @@ def initialize_processes(coordinator: str | None, num_processes: int | None,
                                   process_id=process_id)
 
 
+def mirrored_strategy(devices=None):
+    """`tf.distribute.MirroredStrategy` over `devices` (default: every GPU; without one, every
+    logical CPU device, where MirroredStrategy's own default would take one CPU).
+
+    On CPU devices the gradients are summed on one device (`ReductionToOneDevice`) instead of
+    by collective ops: a second strategy in the same process restarts the collective instance
+    keys, and its all-reduce then aborts with "Shape mismatch in the collective instance 100"
+    (tensorflow/tensorflow#62790). GPUs keep the default (NCCL).
+    """
+    import tensorflow as tf
+
+    if devices is None:
+        devices = [d.name for d in tf.config.list_logical_devices("GPU")] or \
+            [d.name for d in tf.config.list_logical_devices("CPU")]
+    on_cpu = all("GPU" not in name.upper() for name in devices)
+    return tf.distribute.MirroredStrategy(
+        devices, cross_device_ops=tf.distribute.ReductionToOneDevice() if on_cpu else None)
+
+
 class Distribution:
     """The engine a run trains under, and this worker's place in it.
 
@@ -149,11 +168,7 @@ class Distribution:
         import tensorflow as tf
 
         if name == "mirrored":
-            # Every GPU; without one, every logical CPU device (MirroredStrategy's default
-            # would take one CPU).
-            devices = [d.name for d in tf.config.list_logical_devices("GPU")] or \
-                [d.name for d in tf.config.list_logical_devices("CPU")]
-            self.strategy = tf.distribute.MirroredStrategy(devices)
+            self.strategy = mirrored_strategy()
             self.replicas = self.strategy.num_replicas_in_sync
             return
         self.strategy = tf.distribute.MultiWorkerMirroredStrategy()
