@@ -150,7 +150,8 @@ def test_state_probe_command_end_to_end(tmp_path):
     test = _probe_file(tmp_path / "test.npz", seed=1)
     out = tmp_path / "probe"
     code = main(["probe-states", "--encoder", str(tmp_path / "enc"), "--train", train,
-                 "--heldout", test, "--view", "scene+wrist", "--epochs", "2", "--out", str(out)])
+                 "--heldout", test, "--view", "scene+wrist", "--epochs", "2", "--out", str(out),
+                 "--probe-seeds", "2"])
     assert code == 0
     r = json.loads((out / "results.json").read_text())
     assert r["frame_shape"] == [32, 64, 3]
@@ -158,5 +159,10 @@ def test_state_probe_command_end_to_end(tmp_path):
         assert r[name]["tokens"] == [8, 48]
         for probe in ("attentive", "ridge"):
             assert 0.0 <= r[name][probe]["finger_open"]["accuracy"] <= 1.0
+        seeds, mean = r[name]["attentive_seeds"], r[name]["attentive_mean"]
+        assert len(seeds) == 2 and seeds[0] == r[name]["attentive"]
+        assert mean["object_xyz"]["r2"]["all"] == pytest.approx(
+            np.mean([s["object_xyz"]["r2"]["all"] for s in seeds]))
+        assert mean["in_hand"]["items"] == seeds[0]["in_hand"]["items"]
     assert main(["probe-states", "--encoder", str(tmp_path / "enc"), "--train", train,
                  "--heldout", test, "--view", "top", "--out", str(out / "x")]) == 2

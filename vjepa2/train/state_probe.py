@@ -56,8 +56,12 @@ class StateProbeConfig:
                                     "energy compares tokens position by position)")
     no_baseline: bool = opt(False, "skip the random-init encoder")
     seed: int = opt(0, "seed of the probes and the random-init encoder")
+    probe_seeds: int = opt(1, "attentive probes per encoder, seeds seed .. seed + N - 1 "
+                              "(their initialisation and batch order); the summary is their "
+                              "mean")
 
     def __post_init__(self):
+        check(self.probe_seeds >= 1, f"probe_seeds must be >= 1; received {self.probe_seeds}")
         check(self.view in VIEWS, f"view must be one of {', '.join(VIEWS)}; received "
                                   f"{self.view!r}")
         check(self.resolution >= 0 and self.resolution % 16 == 0,
@@ -199,9 +203,11 @@ def _unstack(out: np.ndarray, mean, std, classes_as: str) -> dict:
 # ------------------------------------------------------------------------ the attentive probe
 
 
-def attentive_probe(train_x, train_t: dict, test_x, config: StateProbeConfig) -> dict:
+def attentive_probe(train_x, train_t: dict, test_x, config: StateProbeConfig,
+                    seed=None) -> dict:
     """Fits an `AttentiveProbe` with 10 outputs (2 + 2 logits, 6 standardised positions) and
-    returns its held-out predictions."""
+    returns its held-out predictions; `seed` (default `config.seed`) sets the probe's
+    initialisation and batch order."""
     import keras
     from keras import ops
 
@@ -215,7 +221,7 @@ def attentive_probe(train_x, train_t: dict, test_x, config: StateProbeConfig) ->
                 + ce(ops.cast(target[:, 1], "int32"), out[:, 2:4], from_logits=True)
                 + ops.mean(ops.square(out[:, 4:10] - target[:, 2:8]), axis=-1))
 
-    keras.utils.set_random_seed(config.seed)
+    keras.utils.set_random_seed(config.seed if seed is None else seed)
     dim = train_x.shape[-1]
     probe = AttentiveProbe(10, dim, num_heads=next(h for h in (4, 3, 2, 1) if dim % h == 0),
                            num_tokens=None if config.no_positions else train_x.shape[1])
@@ -270,20 +276,33 @@ def state_probe(config: StateProbeConfig, verbose: int = 1) -> dict:
         test_x = frozen_tokens(enc, test_frames, normalization)
         ridge, lam = ridge_probe(train_x.reshape(len(train_x), -1), train_t,
                                  test_x.reshape(len(test_x), -1), train_labels["episode"])
-        results[name] = {"tokens": list(train_x.shape[1:]),
-                         "attentive": score(attentive_probe(train_x, train_t, test_x, config),
-                                            test_t),
+        seeds = [score(attentive_probe(train_x, train_t, test_x, config, seed=config.seed + i),
+                       test_t) for i in range(config.probe_seeds)]
+        results[name] = {"tokens": list(train_x.shape[1:]), "attentive": seeds[0],
                          "ridge": score(ridge, test_t) | {"penalty": lam},
                          "seconds": time.time() - started}
+        if config.probe_seeds > 1:
+            results[name]["attentive_seeds"] = seeds
+            results[name]["attentive_mean"] = mean_scores(seeds)
         if verbose:
             print(summary_line(name, results[name]), flush=True)
     write_json(out / "results.json", results)
     return results
 
 
+def mean_scores(scores: list) -> dict:
+    """The mean of each number over several `score` dicts of the same layout."""
+    first = scores[0]
+    if isinstance(first, dict):
+        return {key: mean_scores([s[key] for s in scores]) for key in first}
+    return float(np.mean(scores)) if isinstance(first, float) else first
+
+
 def summary_line(name: str, r: dict) -> str:
-    a, g = r["attentive"], r["ridge"]
-    return (f"{name}: attentive / ridge: finger open {a['finger_open']['accuracy']:.3f} / "
+    a, g = r.get("attentive_mean", r["attentive"]), r["ridge"]
+    seeds = f" (attentive: mean of {len(r['attentive_seeds'])} probe seeds)" \
+        if "attentive_seeds" in r else ""
+    return (f"{name}{seeds}: attentive / ridge: finger open {a['finger_open']['accuracy']:.3f} / "
             f"{g['finger_open']['accuracy']:.3f} (majority "
             f"{a['finger_open']['majority_class']:.3f}), in hand {a['in_hand']['accuracy']:.3f}"
             f" / {g['in_hand']['accuracy']:.3f} (majority {a['in_hand']['majority_class']:.3f})"
