@@ -223,12 +223,20 @@ class MultiBlockMaskSampler:
             self._bucket_cache[batch_size] = (shapes, weights)
         return self._bucket_cache[batch_size][0]
 
+    def bucket_weights(self, batch_size):
+        """`counts="reference"`: per mask set, the (context, target) weights with which
+        `bucket_of` scores the shapes of `bucket_shapes(batch_size)` (None with
+        `buckets=None`)."""
+        if self.bucket_shapes(batch_size) is None:
+            return None
+        return self._bucket_cache[batch_size][1]
+
     def bucket_of(self, batch_size, index, ctx_min, tgt_min):
         """`counts="reference"`: the index of the bucket of mask set `index` that a batch with
         these minimum counts maps to (among the shapes it can fill, the one that keeps the
         most, weighted as in `choose_buckets`), or None if it fills none."""
         shapes = self.bucket_shapes(batch_size)[index]
-        w_ctx, w_tgt = self._bucket_cache[batch_size][1][index]
+        w_ctx, w_tgt = self.bucket_weights(batch_size)[index]
         fits = [(c * w_ctx + t * w_tgt, b) for b, (c, t) in enumerate(shapes)
                 if c <= ctx_min and t <= tgt_min]
         return max(fits)[1] if fits else None

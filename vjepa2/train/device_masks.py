@@ -119,7 +119,7 @@ class DeviceMaskSampler:
         self.grid, self.mask_sets = tuple(host.grid), tuple(host.mask_sets)
         self.candidates, self.counts, self.batch_size = int(candidates), "reference", batch_size
         self.buckets = [list(map(tuple, b)) for b in host.bucket_shapes(batch_size)]
-        self.bucket_weights = host._bucket_cache[batch_size][1]
+        self.bucket_weights = host.bucket_weights(batch_size)
         # How often the reference's batches land in each bucket (400 batches per mask set,
         # a seed of their own, as the bucket shapes).
         rng = np.random.default_rng(54321)
