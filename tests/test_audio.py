@@ -94,3 +94,38 @@ def test_pretraining_on_audio_runs_and_the_saved_encoder_reloads_equal(clips, tm
     spectrogram = np.random.default_rng(4).normal(size=(2, 64, 128, 1)).astype("float32")
     np.testing.assert_array_equal(np.asarray(reloaded(spectrogram)),
                                   np.asarray(trainer.teacher(spectrogram)))
+
+
+def test_spectrogram_cache_decodes_each_file_once_and_notices_a_change(tmp_path):
+    import os
+
+    from vjepa2.data.audio import SpectrogramCache, file_spectrogram
+    from vjepa2.data.video_sources import BadVideo
+
+    paths = []
+    for i in range(3):
+        samples, _ = synthesize_audio(seed=3, index=i, seconds=0.5)
+        paths.append(tmp_path / f"c{i}.wav")
+        paths[-1].write_bytes(wav_bytes(samples))
+    one = file_spectrogram(str(paths[0])).nbytes
+    cache = SpectrogramCache(max_bytes=2 * one)
+    first = cache.get(str(paths[0]))
+    assert cache.get(str(paths[0])) is first and cache.decodes == 1
+    np.testing.assert_array_equal(first, file_spectrogram(str(paths[0])))
+    with pytest.raises(ValueError):
+        first[0, 0] = 0.0  # shared between loads: read-only
+    cache.get(str(paths[1]))
+    cache.get(str(paths[2]))  # over the budget: the least recently used (c0) goes
+    assert cache.bytes <= 2 * one and cache.decodes == 3
+    cache.get(str(paths[0]))
+    assert cache.decodes == 4
+    samples, _ = synthesize_audio(seed=4, index=0, seconds=0.5)
+    paths[0].write_bytes(wav_bytes(samples))
+    os.utime(paths[0], ns=(1, 10**18))
+    changed = cache.get(str(paths[0]))
+    assert cache.decodes == 5 and not np.array_equal(changed, first)
+    (tmp_path / "silent.wav").write_bytes(wav_bytes(np.zeros(8000, np.float32)))
+    for _ in range(2):
+        with pytest.raises(BadVideo):
+            cache.get(str(tmp_path / "silent.wav"))
+    assert cache.decodes == 5

@@ -1,8 +1,10 @@
 """Frozen evaluation: the attentive probe and `vjepa2 probe`."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from tests.helpers import MICRO_OVERRIDES, assert_saved_model_equal
 from vjepa2.errors import UsageError
@@ -139,3 +141,38 @@ def test_probe_command_writes_results_for_an_image_encoder(tmp_path):
     assert (tmp_path / "probe" / "heldout.csv").read_text().count("\n") == 4
     assert main(["probe", "--encoder", str(tmp_path / "missing"), "--data", "x.csv",
                  "--out", str(tmp_path / "p2")]) == 2
+
+
+def test_digits_are_the_real_scans_and_the_probe_keeps_their_fixed_split(tmp_path, capsys):
+    from sklearn.datasets import load_digits
+
+    from vjepa2.cli import main
+    from vjepa2.data.video import list_videos
+    from vjepa2.models import ImageEncoder
+
+    assert main(["make-family-data", "--kind", "digits", "--out", str(tmp_path / "digits"),
+                 "--count", "40"]) == 0
+    train = list_videos(str(tmp_path / "digits" / "train.csv"))
+    held = list_videos(str(tmp_path / "digits" / "heldout.csv"))
+    assert len(train) == 28 and len(held) == 12 and not {p for p, _ in train} & {p for p, _ in held}
+    scans = load_digits()
+    for path, label in train[:5] + held[:5]:
+        index = int(Path(path).stem.split("_")[1])
+        assert label == scans.target[index]
+        image = Image.open(path).convert("L")
+        assert image.size == (64, 64)
+        small = np.asarray(image.resize((8, 8), Image.BOX), np.float32)
+        assert np.corrcoef(small.ravel(), scans.images[index].ravel())[0, 1] > 0.9
+    ImageEncoder.from_preset("tiny", **MICRO_OVERRIDES["encoder"]).save_to_preset(
+        tmp_path / "encoder")
+    args = ["probe", "--encoder", str(tmp_path / "encoder"), "--data",
+            str(tmp_path / "digits" / "train.csv"), "--resolution", "32", "--epochs", "1"]
+    assert main(args + ["--out", str(tmp_path / "probe"), "--heldout-data",
+                        str(tmp_path / "digits" / "heldout.csv")]) == 0
+    results = json.loads((tmp_path / "probe" / "results.json").read_text())
+    assert results["train_items"] == 28 and results["pretrained"]["items"] == 12
+    assert list_videos(str(tmp_path / "probe" / "heldout.csv")) == held
+    (tmp_path / "unlabelled.csv").write_text(f"{held[0][0]}\n{held[1][0]}\n")
+    assert main(args + ["--out", str(tmp_path / "p2"), "--heldout-data",
+                        str(tmp_path / "unlabelled.csv")]) == 2
+    assert "unlabelled.csv needs a label on every row" in capsys.readouterr().err

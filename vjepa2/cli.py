@@ -372,10 +372,12 @@ def _family_parsers(sub) -> None:
         "make-family-data", help="generate labelled images, audio clips or moving-shape clips",
         description="Write labelled test data with a path,label CSV: images of one shape "
         "(label: its kind), audio tones and chirps (label: pitch contour), or clips of a shape "
-        "moving over texture (label: direction).")
-    p.add_argument("--kind", required=True, choices=["images", "audio", "motion"])
+        "moving over texture (label: direction); or scikit-learn's real handwritten digits "
+        "(label: the digit) with train.csv and heldout.csv.")
+    p.add_argument("--kind", required=True, choices=["images", "audio", "motion", "digits"])
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--count", type=_positive_int, default=1000, help="number of files")
+    p.add_argument("--count", type=_positive_int, default=None,
+                   help="number of files (default 1000; digits: all 1797)")
     p.add_argument("--seed", type=int, default=0, help="split seed")
     p.set_defaults(func=_cmd_make_family_data)
 

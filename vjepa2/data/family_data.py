@@ -4,6 +4,8 @@
   (`vjepa2.data.images.generate_images`, 128 px).
 - `audio`: 1.5 s wav tones and chirps; label: the pitch contour
   (`vjepa2.data.audio.generate_audio`).
+- `digits`: real handwritten digits from scikit-learn (1797, label: the digit) as 64 px PNGs
+  with a train / held-out split (`vjepa2.data.digits.write_digits`).
 - `motion`: 16-frame, 64 px mp4 clips of a shape moving over texture; label: the direction, the
   true flow known (`vjepa2.data.motion.generate_motion_clips`).
 """
@@ -11,11 +13,19 @@ from __future__ import annotations
 
 from vjepa2.errors import UsageError
 
-KINDS = ("images", "audio", "motion")
+KINDS = ("images", "audio", "motion", "digits")
+DEFAULT_COUNT = 1000
 
 
-def generate(kind: str, out_dir, count: int, seed: int = 0):
-    """Writes `count` labelled files of `kind` and `labels.csv` into `out_dir`; returns paths."""
+def generate(kind: str, out_dir, count: int | None = None, seed: int = 0):
+    """Writes `count` labelled files of `kind` and `labels.csv` into `out_dir`; returns paths.
+
+    `count` None: all 1797 digits, or 1000 generated files of the other kinds."""
+    if kind == "digits":
+        from vjepa2.data.digits import write_digits
+
+        return write_digits(out_dir, count, seed=seed)
+    count = DEFAULT_COUNT if count is None else count
     if kind == "images":
         from vjepa2.data.images import generate_images
 

@@ -33,6 +33,8 @@ class ProbeConfig:
     data: str = opt(help="CSV of path,label (videos, images or audio clips)")
     out: str = opt(help="output folder (results.json, the split lists)")
     heldout: float = opt(0.3, "fraction of the items held out for scoring")
+    heldout_data: str = opt("", "a path,label CSV of the held-out items (a fixed split): --data "
+                                "is then the training list, used whole")
     epochs: int = opt(40, "probe training epochs")
     batch_size: int = opt(64, "probe training batch size")
     lr: float = opt(1e-3, "probe learning rate (AdamW)")
@@ -92,13 +94,20 @@ def encoder_kind(encoder) -> str:
     return "video"
 
 
+def check_labelled(items, source="probe data"):
+    """Raises UsageError unless every `(path, label)` has a label and there are two classes."""
+    if not items:
+        raise UsageError(f"{source} lists no items")
+    if any(label is None for _, label in items):
+        raise UsageError(f"{source} needs a label on every row (path,label)")
+    if len({label for _, label in items}) < 2:
+        raise UsageError(f"{source} needs at least two classes")
+
+
 def split_items(items, heldout: float, seed: int):
     """(train, held-out) lists of `(path, label)`: a seeded permutation, the held-out part
     `round(heldout * n)` items (at least one each)."""
-    if any(label is None for _, label in items):
-        raise UsageError("probe data needs a label on every row (path,label)")
-    if len({label for _, label in items}) < 2:
-        raise UsageError("probe data needs at least two classes")
+    check_labelled(items)
     order = np.random.default_rng([seed, 7]).permutation(len(items))
     count = min(max(int(round(heldout * len(items))), 1), len(items) - 1)
     return [items[i] for i in order[count:]], [items[i] for i in order[:count]]
@@ -208,7 +217,12 @@ def probe(config: ProbeConfig, verbose: int = 1) -> dict:
 
     out = check_output_folder(config.out, "results.json")
     encoder, kind = load_encoder(config.encoder)
-    train, heldout = split_items(list_videos(config.data), config.heldout, config.seed)
+    if config.heldout_data:
+        train, heldout = list_videos(config.data), list_videos(config.heldout_data)
+        check_labelled(train, config.data)
+        check_labelled(heldout, config.heldout_data)
+    else:
+        train, heldout = split_items(list_videos(config.data), config.heldout, config.seed)
     for name, rows in (("train", train), ("heldout", heldout)):
         write_video_csv(out / f"{name}.csv", [p for p, _ in rows], [lab for _, lab in rows])
     keras.utils.set_random_seed(config.seed)
