@@ -3,7 +3,7 @@
 A pretraining run keeps only its newest checkpoints, so copy them aside while it runs; this
 loads each (the run's `config.json` rebuilds the trainer) and scores both encoders with the
 attentive probe of `vjepa2 probe` (one seed) on a fixed train / validation split of labelled
-images. Use a validation split, not the held-out one the result will be reported on.
+items of the run's kind (images, audio clips or videos, read as the run read them). Use a validation split, not the held-out one the result will be reported on.
 
     python scripts/probe_checkpoints.py --run RUN --train train.csv --validation val.csv \
         CKPT_DIR [CKPT_DIR ...]
@@ -24,6 +24,7 @@ def main(argv=None) -> int:
     parser.add_argument("checkpoints", nargs="+", help="checkpoint folders (ckpt-NNNNNNNN)")
     args = parser.parse_args(argv)
 
+    from vjepa2.train.family import member_of
     from vjepa2.train.pretrain import PretrainConfig, build_trainer
     from vjepa2.train.probe import ProbeConfig, _dataset, encode_items, score_seeds
 
@@ -32,9 +33,11 @@ def main(argv=None) -> int:
     config = PretrainConfig(**{k: tuple(v) if isinstance(v, list) else v
                                for k, v in saved.items() if k in fields})
     trainer = build_trainer(config)
-    probe_config = ProbeConfig(encoder="-", data=args.train, out="-",
-                               resolution=config.resolution)
-    splits = [list(_dataset("image", csv, probe_config)) for csv in (args.train, args.validation)]
+    kind = {"image": "image", "audio": "audio"}.get(member_of(config), "video")
+    probe_config = ProbeConfig(encoder="-", data=args.train, out="-", frames=config.frames,
+                               fps=config.fps, resolution=config.resolution,
+                               audio_frames=config.audio_frames)
+    splits = [list(_dataset(kind, csv, probe_config)) for csv in (args.train, args.validation)]
     for folder in args.checkpoints:
         trainer.load_weights(str(Path(folder) / "model.weights.h5"))
         row = {"checkpoint": Path(folder).name}
