@@ -48,8 +48,8 @@ SOURCE_FIELD = {"images": "images", "digits": "images", "audio": "audio", "audio
                 "motion": "videos"}
 
 
-def make_data(member: str, work: Path) -> tuple[Path, Path]:
-    """(pretraining source, probe CSV); the digits' probe CSV has a `heldout.csv` beside it."""
+def make_data(member: str, work: Path) -> tuple[Path, Path, str]:
+    """(pretraining source, probe CSV, the fixed held-out CSV or "" to split the probe CSV)."""
     from vjepa2.data.family_data import generate
 
     run = RUNS[member]
@@ -57,7 +57,7 @@ def make_data(member: str, work: Path) -> tuple[Path, Path]:
         folder = work / "digits"
         if not (folder / "heldout.csv").is_file():
             generate("digits", folder, seed=run["split_seed"])
-        return folder / "train.csv", folder / "train.csv"
+        return folder / "train.csv", folder / "train.csv", str(folder / "heldout.csv")
     folders = []
     for name, count, seed in (("pretrain", run["pretrain_count"], 0),
                               ("probe", run["probe_count"], 1)):
@@ -65,7 +65,7 @@ def make_data(member: str, work: Path) -> tuple[Path, Path]:
         if not (folder / "labels.csv").is_file():
             generate(run["data"], folder, count, seed=seed)
         folders.append(folder)
-    return folders[0], folders[1] / "labels.csv"
+    return folders[0], folders[1] / "labels.csv", ""
 
 
 def flow_epe(run_folder: Path, clips: int = 64, seed: int = 2) -> dict:
@@ -121,7 +121,7 @@ def main(argv=None) -> int:
 
     work = Path(args.work)
     started = time.time()
-    pretrain_data, probe_data = make_data(args.member, work)
+    pretrain_data, probe_data, heldout = make_data(args.member, work)
     settings = dict(RUNS[args.member]["pretrain"])
     for name in ("steps", "frames", "batch_size"):
         if getattr(args, name):
@@ -132,9 +132,8 @@ def main(argv=None) -> int:
                             **{SOURCE_FIELD[args.member]: str(pretrain_data)}, **settings)
     summary = pretrain(config, resume=(run_folder / "checkpoints").is_dir())
     pretrain_seconds = time.time() - started
-    heldout = probe_data.parent / "heldout.csv" if args.member == "digits" else ""
     probe_config = ProbeConfig(encoder=str(run_folder), data=str(probe_data),
-                               heldout_data=str(heldout),
+                               heldout_data=heldout,
                                out=str(work / f"{args.member}_probe_results"),
                                frames=config.frames, fps=config.fps,
                                resolution=config.resolution, audio_frames=config.audio_frames,

@@ -3,7 +3,8 @@
 A pretraining run keeps only its newest checkpoints, so copy them aside while it runs; this
 loads each (the run's `config.json` rebuilds the trainer) and scores both encoders with the
 attentive probe of `vjepa2 probe` (one seed) on a fixed train / validation split of labelled
-items of the run's kind (images, audio clips or videos, read as the run read them). Use a validation split, not the held-out one the result will be reported on.
+items of the run's kind (images, audio clips or videos, read as the run read them). Use a
+validation split, not the held-out one the result will be reported on.
 
     python scripts/probe_checkpoints.py --run RUN --train train.csv --validation val.csv \
         CKPT_DIR [CKPT_DIR ...]
@@ -24,16 +25,15 @@ def main(argv=None) -> int:
     parser.add_argument("checkpoints", nargs="+", help="checkpoint folders (ckpt-NNNNNNNN)")
     args = parser.parse_args(argv)
 
-    from vjepa2.train.family import member_of
     from vjepa2.train.pretrain import PretrainConfig, build_trainer
-    from vjepa2.train.probe import ProbeConfig, _dataset, encode_items, score_seeds
+    from vjepa2.train.probe import ProbeConfig, _dataset, encode_items, encoder_kind, score_seeds
 
     saved = json.loads((Path(args.run) / "config.json").read_text())
     fields = PretrainConfig.__dataclass_fields__
     config = PretrainConfig(**{k: tuple(v) if isinstance(v, list) else v
                                for k, v in saved.items() if k in fields})
-    trainer = build_trainer(config)
-    kind = {"image": "image", "audio": "audio"}.get(member_of(config), "video")
+    trainer = build_trainer(config, saved.get("preset_overrides"))
+    kind = encoder_kind(trainer.encoder)
     probe_config = ProbeConfig(encoder="-", data=args.train, out="-", frames=config.frames,
                                fps=config.fps, resolution=config.resolution,
                                audio_frames=config.audio_frames)
