@@ -12,6 +12,7 @@ to docs/results/family/<member>.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -24,28 +25,33 @@ RESULTS = ROOT / "docs" / "results" / "family"
 
 # Experiments as data: what each member pretrains on and for how long.
 RUNS = {
-    "images": dict(data="images", pretrain_count=4000, probe_count=3000,
+    "images": dict(data="images", source="images", pretrain_count=4000, probe_count=3000,
                    pretrain=dict(steps=1000, batch_size=16, lr=1e-3, start_lr=2e-4,
                                  ema=(0.996, 1.0))),
-    "audio": dict(data="audio", pretrain_count=3000, probe_count=1500,
+    "audio": dict(data="audio", source="audio", pretrain_count=3000, probe_count=1500,
                   pretrain=dict(steps=800, batch_size=16, lr=3e-4, start_lr=1e-4,
                                 ema=(0.998, 0.998))),
     # I-JEPA on real images: scikit-learn's digits, its own train / held-out split (seed 1; the
     # recipe was chosen on a split of seed 0), pretrained on the training images only.
-    "digits": dict(data="digits", split_seed=1,
+    "digits": dict(data="digits", source="images", split_seed=1,
                    pretrain=dict(steps=20000, batch_size=16, resolution=64, lr=3e-4,
                                  start_lr=1e-4, ema=(0.996, 1.0))),
     # The digits' recipe (lr 3e-4 at batch 16, a long warmup, many steps on few tokens) moved to
     # audio unchanged, on 0.64 s windows (4 x 8 tokens); set before it was measured.
-    "audio-10k": dict(data="audio", pretrain_count=3000, probe_count=1500,
+    "audio-10k": dict(data="audio", source="audio", pretrain_count=3000, probe_count=1500,
                       pretrain=dict(steps=10000, batch_size=16, audio_frames=64, lr=3e-4,
                                     start_lr=1e-4, ema=(0.996, 1.0))),
-    "motion": dict(data="motion", pretrain_count=1500, probe_count=1200,
+    "motion": dict(data="motion", source="videos", pretrain_count=1500, probe_count=1200,
                    pretrain=dict(steps=400, batch_size=8, frames=4, resolution=64, fps=8.0,
                                  lr=1e-3, start_lr=2e-4, ema=(0.996, 1.0), motion_weight=1.0)),
+    # MC-JEPA on real digits moving on black (the digits' split of seed 1): the digits' recipe
+    # with the flow loss on 4 frame pairs per step; probed for the digit and the direction.
+    "moving-digits": dict(data="moving-digits", source="videos", split_seed=1,
+                          clips_per_digit=3,
+                          pretrain=dict(steps=10000, batch_size=16, frames=4, resolution=64,
+                                        fps=8.0, lr=3e-4, start_lr=1e-4, ema=(0.996, 1.0),
+                                        motion_weight=1.0, motion_pairs=4)),
 }
-SOURCE_FIELD = {"images": "images", "digits": "images", "audio": "audio", "audio-10k": "audio",
-                "motion": "videos"}
 
 
 def make_data(member: str, work: Path) -> tuple[Path, Path, str]:
@@ -53,11 +59,12 @@ def make_data(member: str, work: Path) -> tuple[Path, Path, str]:
     from vjepa2.data.family_data import generate
 
     run = RUNS[member]
-    if member == "digits":
-        folder = work / "digits"
+    if "split_seed" in run:  # the digits' own train / held-out split
+        folder = work / run["data"]
         if not (folder / "heldout.csv").is_file():
-            generate("digits", folder, seed=run["split_seed"])
-        return folder / "train.csv", folder / "train.csv", str(folder / "heldout.csv")
+            generate(run["data"], folder, run.get("clips_per_digit"), seed=run["split_seed"])
+        source = folder / ("pretrain.csv" if run["data"] == "moving-digits" else "train.csv")
+        return source, folder / "train.csv", str(folder / "heldout.csv")
     folders = []
     for name, count, seed in (("pretrain", run["pretrain_count"], 0),
                               ("probe", run["probe_count"], 1)):
@@ -68,11 +75,31 @@ def make_data(member: str, work: Path) -> tuple[Path, Path, str]:
     return folders[0], folders[1] / "labels.csv", ""
 
 
-def flow_epe(run_folder: Path, clips: int = 64, seed: int = 2) -> dict:
-    """End-point error of the trained flow head on generated clips with known flow."""
+def motion_pairs(member: str, clips: int = 64, seed: int = 2):
+    """(2-frame video uint8, its true flow (H, W, 2)) of `clips` generated clips with known flow:
+    for the moving digits, of the held-out digits of the member's split."""
+    if member == "moving-digits":
+        from vjepa2.data.digits import load_digits_scans, split_digits
+        from vjepa2.data.moving_digits import synthesize_moving_digit
+
+        scans, _ = load_digits_scans()
+        order, held = split_digits(len(scans), 0.3, RUNS[member]["split_seed"])
+        for index in order[:min(clips, held)]:
+            video, flow, _ = synthesize_moving_digit(scans[index], seed, int(index), frames=2)
+            yield video, flow[0]
+        return
+    from vjepa2.data.motion import synthesize_motion
+
+    for index in range(clips):
+        video, flow, _ = synthesize_motion(seed, index, frames=2, size=64)
+        yield video, flow[0]
+
+
+def flow_epe(run_folder: Path, pairs) -> dict:
+    """End-point error of the trained flow head on frame pairs with known flow, beside zero
+    flow's, over all pixels and over the moving ones."""
     from keras import ops
 
-    from vjepa2.data.motion import synthesize_motion
     from vjepa2.data.video import IMAGENET_MEAN, IMAGENET_STD
     from vjepa2.models import VideoEncoder
     from vjepa2.models.flow_head import FlowHead
@@ -80,13 +107,11 @@ def flow_epe(run_folder: Path, clips: int = 64, seed: int = 2) -> dict:
     encoder = VideoEncoder.from_preset(run_folder / "student_encoder")
     head = FlowHead.from_preset(run_folder / "flow_head")
     errors, zero, moving, moving_zero = [], [], [], []
-    for index in range(clips):
-        video, flow, _ = synthesize_motion(seed, index, frames=2, size=64)
+    for video, true in pairs:
         frames = ((video / 255.0 - IMAGENET_MEAN) / IMAGENET_STD).astype("float32")
         tokens = encoder(frames[None])
         pred = np.asarray(head(ops.convert_to_tensor(frames[None, 0]),
                                ops.convert_to_tensor(frames[None, 1]), tokens))[0]
-        true = flow[0]
         epe = np.linalg.norm(pred - true, axis=-1)
         zero_epe = np.linalg.norm(true, axis=-1)
         mask = zero_epe > 0
@@ -94,7 +119,7 @@ def flow_epe(run_folder: Path, clips: int = 64, seed: int = 2) -> dict:
         zero.append(zero_epe.mean())
         moving.append(epe[mask].mean())
         moving_zero.append(zero_epe[mask].mean())
-    return {"clips": clips, "epe_all": float(np.mean(errors)), "zero_flow_epe_all":
+    return {"clips": len(errors), "epe_all": float(np.mean(errors)), "zero_flow_epe_all":
             float(np.mean(zero)), "epe_moving": float(np.mean(moving)),
             "zero_flow_epe_moving": float(np.mean(moving_zero))}
 
@@ -129,7 +154,7 @@ def main(argv=None) -> int:
     run_folder = work / f"{args.member}_run"
     config = PretrainConfig(out=str(run_folder), preset="family-tiny", workers=2,
                             checkpoint_every=max(200, settings["steps"] // 20),
-                            **{SOURCE_FIELD[args.member]: str(pretrain_data)}, **settings)
+                            **{RUNS[args.member]["source"]: str(pretrain_data)}, **settings)
     summary = pretrain(config, resume=(run_folder / "checkpoints").is_dir())
     pretrain_seconds = time.time() - started
     probe_config = ProbeConfig(encoder=str(run_folder), data=str(probe_data),
@@ -147,8 +172,14 @@ def main(argv=None) -> int:
                                                                    results["train_items"]),
                            "seconds": pretrain_seconds},
               "probe": results, "difference": results["difference"]}
-    if args.member == "motion":
-        record["flow"] = flow_epe(run_folder)
+    if args.member == "moving-digits":  # the same clips, labelled by their direction
+        direction = probe(dataclasses.replace(
+            probe_config, data=str(probe_data.with_name("train_direction.csv")),
+            heldout_data=heldout.replace("heldout.csv", "heldout_direction.csv"),
+            out=str(work / f"{args.member}_direction_probe_results")))
+        record["probe_direction"] = direction
+    if RUNS[args.member]["pretrain"].get("motion_weight"):
+        record["flow"] = flow_epe(run_folder, motion_pairs(args.member))
     record["seconds"] = time.time() - started
     write_json(RESULTS / f"{args.name or args.member}.json", record)
     print(json.dumps({k: record[k] for k in ("member", "difference")}, indent=1))

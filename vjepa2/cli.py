@@ -366,18 +366,19 @@ def _family_parsers(sub) -> None:
     add_config_flags(p, ProbeConfig)
     p.set_defaults(func=_cmd_probe)
     from vjepa2.app.state_probe_cli import add_parsers
+    from vjepa2.data.family_data import KINDS
     add_parsers(sub)
 
     p = sub.add_parser(
         "make-family-data", help="generate labelled images, audio clips or moving-shape clips",
-        description="Write labelled test data with a path,label CSV: images of one shape "
-        "(label: its kind), audio tones and chirps (label: pitch contour), or clips of a shape "
-        "moving over texture (label: direction); or scikit-learn's real handwritten digits "
-        "(label: the digit) with train.csv and heldout.csv.")
-    p.add_argument("--kind", required=True, choices=["images", "audio", "motion", "digits"])
+        description="Write labelled data with a path,label CSV: shape images (label: kind), "
+        "tones and chirps (label: pitch contour), shapes moving over texture (label: direction) "
+        "or scikit-learn's real handwritten digits, still or moving (label: digit).")
+    p.add_argument("--kind", required=True, choices=KINDS)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--count", type=_positive_int, default=None,
-                   help="number of files (default 1000; digits: all 1797)")
+                   help="files (default 1000; digits: all 1797; moving-digits: clips per "
+                   "training digit, 3)")
     p.add_argument("--seed", type=int, default=0, help="split seed")
     p.set_defaults(func=_cmd_make_family_data)
 

@@ -32,6 +32,13 @@ def load_digits_scans() -> tuple[np.ndarray, np.ndarray]:
     return images, digits.target.astype(int)
 
 
+def split_digits(count: int, heldout: float, seed: int) -> tuple[np.ndarray, int]:
+    """(the first `count` scan indices of a seeded permutation, how many of them, from the
+    front, are held out): the split of `write_digits` and of the moving digits."""
+    order = np.random.default_rng([seed, 8]).permutation(DIGITS)[:count]
+    return order, min(max(int(round(heldout * count)), 1), count - 1)
+
+
 def write_digits(out_dir, count=None, size=64, heldout=0.3, seed=0) -> list[Path]:
     """Writes the digits (the first `count` of a seeded permutation; default all 1797) as
     `size` px PNGs with `labels.csv`, `train.csv` and `heldout.csv`; returns their paths."""
@@ -45,7 +52,7 @@ def write_digits(out_dir, count=None, size=64, heldout=0.3, seed=0) -> list[Path
     if not 0.0 < heldout < 1.0:
         raise UsageError(f"heldout must be in (0, 1); received {heldout}")
     images, labels = load_digits_scans()
-    order = np.random.default_rng([seed, 8]).permutation(DIGITS)[:count]
+    order, held = split_digits(count, heldout, seed)
     out_dir = Path(out_dir)
     paths = []
     for index in order:
@@ -54,7 +61,6 @@ def write_digits(out_dir, count=None, size=64, heldout=0.3, seed=0) -> list[Path
         image.convert("RGB").save(buffer, format="PNG")
         paths.append(atomic_write(out_dir / f"digit_{index:04d}.png", buffer.getvalue()))
     ordered = [int(labels[i]) for i in order]
-    held = min(max(int(round(heldout * count)), 1), count - 1)
     write_video_csv(out_dir / "labels.csv", paths, ordered)
     write_video_csv(out_dir / "heldout.csv", paths[:held], ordered[:held])
     write_video_csv(out_dir / "train.csv", paths[held:], ordered[held:])

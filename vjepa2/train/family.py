@@ -171,6 +171,8 @@ def check_family_fields(config) -> None:
         raise UsageError(f"motion_weight must be >= 0; received {config.motion_weight}")
     if config.motion_weight > 0 and not config.videos:
         raise UsageError("--motion-weight (MC-JEPA) needs --videos")
+    if config.motion_pairs is not None and config.motion_pairs < 1:
+        raise UsageError(f"motion_pairs must be >= 1; received {config.motion_pairs}")
     if config.audio_frames < 16 or config.audio_frames % 16:
         raise UsageError(f"audio_frames must be a multiple of 16; received {config.audio_frames}")
     if config.mask_curriculum is not None and config.mask_curriculum < 0:

@@ -76,17 +76,23 @@ class MCJEPAPretrainer(JEPAPretrainer):
     Args:
         encoder, predictor, **kwargs: as `JEPAPretrainer` (a `VideoEncoder` with tubelets of 2).
         motion_weight: weight of the motion loss against the JEPA loss.
+        motion_pairs: how many frame pairs per step the motion loss sees (the batch's first;
+            None: all). MC-JEPA draws its flow batches apart from its content batches; this
+            caps the flow batch, the costly part on a CPU.
         smooth_weight, cycle_weight: weights of smoothness and forward-backward consistency.
         flow_config: extra `FlowHead` arguments.
     """
 
-    def __init__(self, encoder, predictor, motion_weight=1.0, smooth_weight=0.5,
-                 cycle_weight=0.2, flow_config=None, **kwargs):
+    def __init__(self, encoder, predictor, motion_weight=1.0, motion_pairs=None,
+                 smooth_weight=0.5, cycle_weight=0.2, flow_config=None, **kwargs):
         super().__init__(encoder, predictor, **kwargs)
         if encoder.tubelet_size != 2:
             raise ValueError(f"MC-JEPA encodes frame pairs as one tubelet; the encoder has "
                              f"tubelet_size={encoder.tubelet_size}")
         self.motion_weight = float(motion_weight)
+        if motion_pairs is not None and motion_pairs < 1:
+            raise ValueError(f"motion_pairs must be >= 1; received {motion_pairs}")
+        self.motion_pairs = motion_pairs
         self.smooth_weight = float(smooth_weight)
         self.cycle_weight = float(cycle_weight)
         self.flow_head = FlowHead(encoder.embed_dim, encoder.patch_size, name="flow_head",
@@ -113,6 +119,8 @@ class MCJEPAPretrainer(JEPAPretrainer):
         pairs = ops.reshape(video, (-1, t // 2, 2, h, w, 3))
         first = ops.reshape(pairs[:, :, 0], (-1, h, w, 3))
         second = ops.reshape(pairs[:, :, 1], (-1, h, w, 3))
+        if self.motion_pairs is not None:
+            first, second = first[:self.motion_pairs], second[:self.motion_pairs]
         forward, backward = self.pair_flows(first, second, training=training)
         terms = flow_losses(first, second, ops.cast(forward, "float32"),
                             ops.cast(backward, "float32"))

@@ -81,6 +81,8 @@ class PretrainConfig(TrainingConfigMixin):
                                       "replace random blocks (default: half of --steps)")
     motion_weight: float = opt(0.0, "MC-JEPA: weight of the self-supervised optical-flow loss "
                                "on consecutive frames (0: off)")
+    motion_pairs: int | None = opt(None, "MC-JEPA: frame pairs per step that the flow loss "
+                                   "sees, the batch's first (default: all)")
     mask_counts: str = opt("quantile", "V-JEPA 2 context/target tokens per clip: quantile (one "
                            "fixed low count per mask set) or reference (the reference "
                            "collator's per-batch minimum, in up to 3 shapes per mask set)",
@@ -156,6 +158,7 @@ def build_trainer(config: PretrainConfig, preset_overrides: dict | None = None):
         from vjepa2.train.mc_jepa import MCJEPAPretrainer
 
         trainer = MCJEPAPretrainer(encoder, predictor, motion_weight=config.motion_weight,
+                                   motion_pairs=config.motion_pairs,
                                    flow_config=overrides.get("flow_head", {}), **kwargs)
     else:
         trainer = JEPAPretrainer(encoder, predictor, **kwargs)
