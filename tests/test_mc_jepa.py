@@ -1,4 +1,6 @@
 """MC-JEPA: warping, the unsupervised flow losses, the flow head and joint pretraining."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 from keras import ops
@@ -140,3 +142,63 @@ def test_pretrain_with_motion_writes_the_flow_head_and_a_flow_picture(clips, tmp
     run = tmp_path / "run"
     assert (run / "flow.png").is_file() and (run / "flow_head" / "config.json").is_file()
     assert "flow_photometric" in (run / "metrics.jsonl").read_text()
+
+
+def test_motion_pairs_limits_the_flow_loss_to_the_batchs_first_pairs(tmp_path):
+    from vjepa2.errors import UsageError
+    from vjepa2.train.pretrain import build_trainer
+
+    clips = np.stack([synthesize_motion(0, i, frames=4, size=64)[0] for i in range(2)])
+    clips = (clips / 255.0).astype("float32")
+    later = clips.copy()  # every pair but the first (clip 0, frames 0 and 1) changed
+    later[0, 2:], later[1] = clips[1, 2:], clips[0]
+    first = clips.copy()
+    first[0, 1] = clips[1, 1]
+    for pairs, later_changes in ((1, False), (None, True)):
+        trainer = build_trainer(_config("unused", tmp_path / "run", motion_pairs=pairs),
+                                OVERRIDES)
+
+        def loss(video):
+            return float(trainer.motion_loss(video, training=False)[0])
+
+        assert (loss(later) != loss(clips)) == later_changes
+        assert loss(first) != loss(clips)
+    with pytest.raises(UsageError, match="motion_pairs must be >= 1; received 0"):
+        _config("unused", tmp_path / "run", motion_pairs=0)
+
+
+def test_moving_digits_are_real_scans_with_their_flow_and_keep_the_digits_split(tmp_path):
+    from vjepa2.data.digits import load_digits_scans, split_digits
+    from vjepa2.data.motion import _UNIT
+    from vjepa2.data.moving_digits import synthesize_moving_digit, write_moving_digits
+    from vjepa2.data.video_io import read_video
+    from vjepa2.data.video_sources import list_videos
+
+    scans, labels = load_digits_scans()
+    for index in range(4):
+        video, flow, direction = synthesize_moving_digit(scans[index], 0, index, frames=3)
+        ink = np.linalg.norm(flow[0], axis=-1) > 0
+        assert 0.05 < ink.mean() < 0.5 and np.all(video[..., 0] == video[..., 2])
+        velocity = flow[0][ink]
+        speed = float(np.abs(velocity).max())
+        assert 1.0 <= speed <= 2.5 and np.allclose(velocity, np.array(_UNIT[direction]) * speed)
+        frames = video[..., :1].astype("float32") / 255.0
+        residual = np.abs(np.asarray(warp(frames[None, 1], flow[None, 0])) - frames[None, 0])
+        still = np.abs(frames[1] - frames[0])
+        assert residual[0][ink].mean() < 0.2 * still[ink].mean()
+    write_moving_digits(tmp_path, clips_per_digit=2, frames=4, count=10, seed=3)
+    order, held = split_digits(10, 0.3, 3)
+    scan_of = {}
+    for name in ("pretrain", "train", "heldout"):
+        rows = list_videos(str(tmp_path / f"{name}.csv"))
+        scan_of[name] = [int(Path(path).name.split("_")[1]) for path, _ in rows]
+        assert [label for _, label in rows] == [int(labels[i]) for i in scan_of[name]]
+    assert sorted(scan_of["heldout"]) == sorted(order[:held].tolist())
+    assert not set(scan_of["heldout"]) & set(scan_of["pretrain"])
+    assert len(scan_of["pretrain"]) == 2 * len(scan_of["train"]) == 2 * (10 - held)
+    path, direction = list_videos(str(tmp_path / "heldout_direction.csv"))[0]
+    decoded, _ = read_video(path)
+    video, _, expected = synthesize_moving_digit(scans[scan_of["heldout"][0]], 3,
+                                                 scan_of["heldout"][0] * 16, frames=4)
+    assert direction == expected and decoded.shape == video.shape
+    assert np.corrcoef(decoded.ravel(), video.ravel().astype(float))[0, 1] > 0.95

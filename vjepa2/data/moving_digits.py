@@ -74,14 +74,16 @@ def synthesize_moving_digit(scan, seed: int, index: int, frames: int = 8, size: 
 
 
 def write_moving_digits(out_dir, clips_per_digit: int = 3, frames: int = 8, size: int = 64,
-                        fps: float = 8.0, seed: int = 0, heldout: float = 0.3) -> list[Path]:
-    """Writes mp4 clips of the digits' seeded split and their CSVs; returns the clip paths.
+                        fps: float = 8.0, seed: int = 0, heldout: float = 0.3,
+                        count: int | None = None) -> list[Path]:
+    """Writes mp4 clips of the digits' seeded split (the first `count` digits of the
+    permutation, default all) and their CSVs; returns the clip paths.
 
     - `pretrain.csv`: `clips_per_digit` clips of each training digit (the pretraining set);
     - `train.csv`, `heldout.csv`: one clip per training / held-out digit, label the digit;
     - `train_direction.csv`, `heldout_direction.csv`: the same clips, label the direction.
     Clip `k` of the digit with scan index `i` draws its motion from `(seed, i * 16 + k)`."""
-    from vjepa2.data.digits import load_digits_scans, split_digits
+    from vjepa2.data.digits import DIGITS, load_digits_scans, split_digits
     from vjepa2.data.video_io import write_video
     from vjepa2.data.video_sources import write_video_csv
 
@@ -89,8 +91,11 @@ def write_moving_digits(out_dir, clips_per_digit: int = 3, frames: int = 8, size
         raise UsageError(f"clips_per_digit must be in 1..16; received {clips_per_digit}")
     if not 0.0 < heldout < 1.0:
         raise UsageError(f"heldout must be in (0, 1); received {heldout}")
+    count = DIGITS if count is None else count
+    if not 2 <= count <= DIGITS:
+        raise UsageError(f"count must be in 2..{DIGITS}; received {count}")
     scans, labels = load_digits_scans()
-    order, held = split_digits(len(scans), heldout, seed)
+    order, held = split_digits(count, heldout, seed)
     out_dir = Path(out_dir)
     rows = {name: ([], [], []) for name in ("pretrain", "train", "heldout")}
     for rank, scan_index in enumerate(order):
