@@ -75,6 +75,14 @@ def make_data(member: str, work: Path) -> tuple[Path, Path, str]:
     return folders[0], folders[1] / "labels.csv", ""
 
 
+def pretrain_items(source: Path, member: str) -> int:
+    """How many items the member pretrains on: the rows of a CSV source (no header), else the
+    generated count."""
+    if source.suffix == ".csv":
+        return sum(1 for line in source.read_text().splitlines() if line.strip())
+    return RUNS[member]["pretrain_count"]
+
+
 def motion_pairs(member: str, clips: int = 64, seed: int = 2):
     """(2-frame video uint8, its true flow (H, W, 2)) of `clips` generated clips with known flow:
     for the moving digits, of the held-out digits of the member's split."""
@@ -168,8 +176,7 @@ def main(argv=None) -> int:
     record = {"member": args.member, "command": " ".join(
                   ["python", "scripts/family_eval.py"] + (sys.argv[1:] if argv is None else argv)),
               "pretrain": {**config.to_json(), "step": summary["step"],
-                           "pretrain_items": RUNS[args.member].get("pretrain_count",
-                                                                   results["train_items"]),
+                           "pretrain_items": pretrain_items(pretrain_data, args.member),
                            "seconds": pretrain_seconds},
               "probe": results, "difference": results["difference"]}
     if args.member == "moving-digits":  # the same clips, labelled by their direction
