@@ -113,9 +113,25 @@ def motion_pairs(member: str, clips: int = 64, seed: int = 2):
         yield video, flow[0]
 
 
+def dilate(mask: np.ndarray, pixels: int) -> np.ndarray:
+    """`mask` grown by `pixels` steps of its 4-neighbours."""
+    grown = mask.copy()
+    for _ in range(pixels):
+        step = grown.copy()
+        step[1:] |= grown[:-1]
+        step[:-1] |= grown[1:]
+        step[:, 1:] |= grown[:, :-1]
+        step[:, :-1] |= grown[:, 1:]
+        grown = step
+    return grown
+
+
 def flow_epe(run_folder: Path, pairs) -> dict:
     """End-point error of the trained flow head on frame pairs with known flow, beside zero
-    flow's, over all pixels and over the moving ones."""
+    flow's, over all pixels and over the moving ones; also, per pair, whether the mean
+    predicted flow on the moving pixels points within 26 degrees (cosine 0.9) of the true
+    motion and its error relative to it, and the predicted magnitude on still pixels 1-4 px
+    from the moving ones and beyond 8 px (where a textureless background hides motion)."""
     from keras import ops
 
     from vjepa2.data.video import IMAGENET_MEAN, IMAGENET_STD
@@ -124,7 +140,10 @@ def flow_epe(run_folder: Path, pairs) -> dict:
 
     encoder = VideoEncoder.from_preset(run_folder / "student_encoder")
     head = FlowHead.from_preset(run_folder / "flow_head")
-    errors, zero, moving, moving_zero = [], [], [], []
+    rows = {key: [] for key in ("epe_all", "zero_flow_epe_all", "epe_moving",
+                                "zero_flow_epe_moving", "direction_within_26deg",
+                                "mean_flow_relative_error", "magnitude_still_1_4px",
+                                "magnitude_still_beyond_8px")}
     for video, true in pairs:
         frames = ((video / 255.0 - IMAGENET_MEAN) / IMAGENET_STD).astype("float32")
         tokens = encoder(frames[None])
@@ -133,13 +152,26 @@ def flow_epe(run_folder: Path, pairs) -> dict:
         epe = np.linalg.norm(pred - true, axis=-1)
         zero_epe = np.linalg.norm(true, axis=-1)
         mask = zero_epe > 0
-        errors.append(epe.mean())
-        zero.append(zero_epe.mean())
-        moving.append(epe[mask].mean())
-        moving_zero.append(zero_epe[mask].mean())
-    return {"clips": len(errors), "epe_all": float(np.mean(errors)), "zero_flow_epe_all":
-            float(np.mean(zero)), "epe_moving": float(np.mean(moving)),
-            "zero_flow_epe_moving": float(np.mean(moving_zero))}
+        mean_true, mean_pred = true[mask].mean(0), pred[mask].mean(0)
+        cosine = mean_true @ mean_pred / (np.linalg.norm(mean_true) * np.linalg.norm(mean_pred)
+                                          + 1e-9)
+        near = dilate(mask, 4) & ~mask
+        far = ~dilate(mask, 8)
+        magnitude = np.linalg.norm(pred, axis=-1)
+        for key, value in (("epe_all", epe.mean()), ("zero_flow_epe_all", zero_epe.mean()),
+                           ("epe_moving", epe[mask].mean()),
+                           ("zero_flow_epe_moving", zero_epe[mask].mean()),
+                           ("direction_within_26deg", cosine > 0.9),
+                           ("mean_flow_relative_error",
+                            np.linalg.norm(mean_pred - mean_true) / np.linalg.norm(mean_true)),
+                           ("magnitude_still_1_4px", magnitude[near].mean()),
+                           ("magnitude_still_beyond_8px",
+                            magnitude[far].mean() if far.any() else np.nan)):
+            rows[key].append(float(value))
+    result = {"clips": len(rows["epe_all"])}
+    result.update({key: float(np.nanmean(values)) for key, values in rows.items()})
+    result["mean_flow_relative_error"] = float(np.median(rows["mean_flow_relative_error"]))
+    return result
 
 
 def main(argv=None) -> int:
@@ -156,6 +188,8 @@ def main(argv=None) -> int:
     parser.add_argument("--name", default=None,
                         help="results file name under docs/results/family/ (default: the member)")
     parser.add_argument("--batch-size", type=int, default=None, help="override the batch size")
+    parser.add_argument("--flow-only", action="store_true",
+                        help="MC-JEPA: score the finished run's flow head again into its JSON")
     args = parser.parse_args(argv)
 
     from vjepa2.train.pretrain import PretrainConfig, pretrain
@@ -163,6 +197,15 @@ def main(argv=None) -> int:
     from vjepa2.files import write_json
 
     work = Path(args.work)
+    results_file = RESULTS / f"{args.name or args.member}.json"
+    if args.flow_only:
+        if not RUNS[args.member]["pretrain"].get("motion_weight"):
+            raise SystemExit(f"--flow-only needs an MC-JEPA member; {args.member} has no flow")
+        record = json.loads(results_file.read_text())
+        record["flow"] = flow_epe(work / f"{args.member}_run", motion_pairs(args.member))
+        write_json(results_file, record)
+        print(json.dumps(record["flow"], indent=1))
+        return 0
     started = time.time()
     pretrain_data, probe_data, heldout = make_data(args.member, work)
     settings = dict(RUNS[args.member]["pretrain"])
@@ -198,7 +241,7 @@ def main(argv=None) -> int:
     if RUNS[args.member]["pretrain"].get("motion_weight"):
         record["flow"] = flow_epe(run_folder, motion_pairs(args.member))
     record["seconds"] = time.time() - started
-    write_json(RESULTS / f"{args.name or args.member}.json", record)
+    write_json(results_file, record)
     print(json.dumps({k: record[k] for k in ("member", "difference")}, indent=1))
     return 0
 
