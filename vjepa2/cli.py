@@ -160,7 +160,7 @@ def _cmd_make_family_data(args: argparse.Namespace) -> int:
     from vjepa2.data.family_data import generate
 
     paths = generate(args.kind, args.out, args.count, seed=args.seed)
-    print(f"wrote {len(paths)} {args.kind} files and labels.csv (path,label) to {args.out}")
+    print(f"wrote {len(paths)} {args.kind} files and their path,label CSVs to {args.out}")
     return 0
 
 
