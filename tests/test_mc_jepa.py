@@ -102,7 +102,7 @@ def _config(videos, out, **kwargs):
 
     return PretrainConfig(videos=str(videos), out=str(out), steps=2, batch_size=2, frames=4,
                           resolution=64, fps=8.0, checkpoint_every=2, warmup_steps=0,
-                          decay_steps=1, workers=1, motion_weight=1.0, **kwargs)
+                          decay_steps=1, workers=1, **{"motion_weight": 1.0, **kwargs})
 
 
 OVERRIDES = {**MICRO_OVERRIDES, "flow_head": dict(widths=(4, 4, 4), hidden=8, radius=1)}
@@ -165,6 +165,8 @@ def test_motion_pairs_limits_the_flow_loss_to_the_batchs_first_pairs(tmp_path):
         assert loss(first) != loss(clips)
     with pytest.raises(UsageError, match="motion_pairs must be >= 1; received 0"):
         _config("unused", tmp_path / "run", motion_pairs=0)
+    with pytest.raises(UsageError, match="--motion-pairs 2 needs --motion-weight > 0"):
+        _config("unused", tmp_path / "run", motion_pairs=2, motion_weight=0.0)
 
 
 def test_moving_digits_are_real_scans_with_their_flow_and_keep_the_digits_split(tmp_path):

@@ -88,7 +88,8 @@ def write_moving_digits(out_dir, clips_per_digit: int = 3, frames: int = 8, size
     from vjepa2.data.video_sources import write_video_csv
 
     if not 1 <= clips_per_digit <= 16:
-        raise UsageError(f"clips_per_digit must be in 1..16; received {clips_per_digit}")
+        raise UsageError(f"clips per training digit (--count) must be in 1..16; received "
+                         f"{clips_per_digit}")
     if not 0.0 < heldout < 1.0:
         raise UsageError(f"heldout must be in (0, 1); received {heldout}")
     count = DIGITS if count is None else count

@@ -173,6 +173,9 @@ def check_family_fields(config) -> None:
         raise UsageError("--motion-weight (MC-JEPA) needs --videos")
     if config.motion_pairs is not None and config.motion_pairs < 1:
         raise UsageError(f"motion_pairs must be >= 1; received {config.motion_pairs}")
+    if config.motion_pairs is not None and not config.motion_weight:
+        raise UsageError(f"--motion-pairs {config.motion_pairs} needs --motion-weight > 0 "
+                         "(MC-JEPA's flow loss)")
     if config.audio_frames < 16 or config.audio_frames % 16:
         raise UsageError(f"audio_frames must be a multiple of 16; received {config.audio_frames}")
     if config.mask_curriculum is not None and config.mask_curriculum < 0:
