@@ -33,7 +33,7 @@ RUNS = {
                                 ema=(0.998, 0.998))),
     # I-JEPA on real images: scikit-learn's digits, its own train / held-out split (seed 1; the
     # recipe was chosen on a split of seed 0), pretrained on the training images only.
-    "digits": dict(data="digits", source="images", split_seed=1,
+    "digits": dict(data="digits", source="images", split_seed=1, pretrain_csv="train.csv",
                    pretrain=dict(steps=20000, batch_size=16, resolution=64, lr=3e-4,
                                  start_lr=1e-4, ema=(0.996, 1.0))),
     # The digits' recipe (lr 3e-4 at batch 16, a long warmup, many steps on few tokens) moved to
@@ -53,7 +53,9 @@ RUNS = {
     # MC-JEPA on real digits moving on black (the digits' split of seed 1): the digits' recipe
     # with the flow loss on 4 frame pairs per step; probed for the digit and the direction.
     "moving-digits": dict(data="moving-digits", source="videos", split_seed=1,
-                          clips_per_digit=3,
+                          clips_per_digit=3, pretrain_csv="pretrain.csv",
+                          extra_probes={"direction": ("train_direction.csv",
+                                                      "heldout_direction.csv")},
                           pretrain=dict(steps=10000, batch_size=16, frames=4, resolution=64,
                                         fps=8.0, lr=3e-4, start_lr=1e-4, ema=(0.996, 1.0),
                                         motion_weight=1.0, motion_pairs=4)),
@@ -69,8 +71,7 @@ def make_data(member: str, work: Path) -> tuple[Path, Path, str]:
         folder = work / run["data"]
         if not (folder / "heldout.csv").is_file():
             generate(run["data"], folder, run.get("clips_per_digit"), seed=run["split_seed"])
-        source = folder / ("pretrain.csv" if run["data"] == "moving-digits" else "train.csv")
-        return source, folder / "train.csv", str(folder / "heldout.csv")
+        return folder / run["pretrain_csv"], folder / "train.csv", str(folder / "heldout.csv")
     folders = []
     for name, count, seed in (("pretrain", run["pretrain_count"], 0),
                               ("probe", run["probe_count"], 1)):
@@ -93,24 +94,35 @@ def pretrain_items(source: Path, member: str) -> int:
     return RUNS[member]["pretrain_count"]
 
 
-def motion_pairs(member: str, clips: int = 64, seed: int = 2):
-    """(2-frame video uint8, its true flow (H, W, 2)) of `clips` generated clips with known flow:
-    for the moving digits, of the held-out digits of the member's split."""
-    if member == "moving-digits":
-        from vjepa2.data.digits import load_digits_scans, split_digits
-        from vjepa2.data.moving_digits import synthesize_moving_digit
+def moving_digit_pairs(member: str, clips: int, seed: int):
+    """Frame pairs of the held-out digits of the member's split, moving anew."""
+    from vjepa2.data.digits import load_digits_scans, split_digits
+    from vjepa2.data.moving_digits import synthesize_moving_digit
 
-        scans, _ = load_digits_scans()
-        order, held = split_digits(len(scans), 0.3, RUNS[member]["split_seed"])
-        for index in order[:min(clips, held)]:
-            video, flow, _ = synthesize_moving_digit(scans[index], seed, int(index), frames=2)
-            yield video, flow[0]
-        return
+    scans, _ = load_digits_scans()
+    order, held = split_digits(len(scans), 0.3, RUNS[member]["split_seed"])
+    for index in order[:min(clips, held)]:
+        video, flow, _ = synthesize_moving_digit(scans[index], seed, int(index), frames=2)
+        yield video, flow[0]
+
+
+def moving_shape_pairs(member: str, clips: int, seed: int):
+    """Frame pairs of generated textured shapes."""
     from vjepa2.data.motion import synthesize_motion
 
     for index in range(clips):
         video, flow, _ = synthesize_motion(seed, index, frames=2, size=64)
         yield video, flow[0]
+
+
+# Frame pairs with known flow, by the data an MC-JEPA member trains on.
+FLOW_PAIRS = {"moving-digits": moving_digit_pairs, "motion": moving_shape_pairs}
+
+
+def motion_pairs(member: str, clips: int = 64, seed: int = 2):
+    """(2-frame video uint8, its true flow (H, W, 2)) of `clips` clips the member's run never
+    saw (generator seed `seed`)."""
+    return FLOW_PAIRS[RUNS[member]["data"]](member, clips, seed)
 
 
 def dilate(mask: np.ndarray, pixels: int) -> np.ndarray:
@@ -232,12 +244,12 @@ def main(argv=None) -> int:
                            "pretrain_items": pretrain_items(pretrain_data, args.member),
                            "seconds": pretrain_seconds},
               "probe": results, "difference": results["difference"]}
-    if args.member == "moving-digits":  # the same clips, labelled by their direction
-        direction = probe(dataclasses.replace(
-            probe_config, data=str(probe_data.with_name("train_direction.csv")),
-            heldout_data=heldout.replace("heldout.csv", "heldout_direction.csv"),
-            out=str(work / f"{args.member}_direction_probe_results")))
-        record["probe_direction"] = direction
+    for name, (train, held) in RUNS[args.member].get("extra_probes", {}).items():
+        # The same items under another label (for the moving digits: the direction).
+        record[f"probe_{name}"] = probe(dataclasses.replace(
+            probe_config, data=str(probe_data.with_name(train)),
+            heldout_data=str(probe_data.with_name(held)),
+            out=str(work / f"{args.member}_{name}_probe_results")))
     if RUNS[args.member]["pretrain"].get("motion_weight"):
         record["flow"] = flow_epe(run_folder, motion_pairs(args.member))
     record["seconds"] = time.time() - started
