@@ -176,3 +176,26 @@ def test_digits_are_the_real_scans_and_the_probe_keeps_their_fixed_split(tmp_pat
     assert main(args + ["--out", str(tmp_path / "p2"), "--heldout-data",
                         str(tmp_path / "unlabelled.csv")]) == 2
     assert "unlabelled.csv needs a label on every row" in capsys.readouterr().err
+
+
+def test_family_eval_members_are_valid_runs_on_data_their_generators_write(tmp_path):
+    import importlib.util
+
+    from vjepa2.data.family_data import KINDS
+    from vjepa2.data.moving_digits import write_moving_digits
+    from vjepa2.train.pretrain import PretrainConfig
+
+    path = Path(__file__).resolve().parent.parent / "scripts" / "family_eval.py"
+    spec = importlib.util.spec_from_file_location("family_eval", path)
+    family_eval = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(family_eval)
+    for name, run in family_eval.RUNS.items():
+        assert run["data"] in KINDS, name
+        config = PretrainConfig(out=str(tmp_path / name), preset="family-tiny",
+                                **{run["source"]: "data"}, **run["pretrain"])
+        assert (config.motion_weight > 0) == (run["data"] in family_eval.FLOW_PAIRS), name
+    run = family_eval.RUNS["moving-digits"]
+    write_moving_digits(tmp_path / "md", 1, frames=4, count=6, seed=run["split_seed"])
+    csvs = [run["pretrain_csv"], "train.csv", "heldout.csv"]
+    csvs += [csv for pair in run["extra_probes"].values() for csv in pair]
+    assert all((tmp_path / "md" / csv).is_file() for csv in csvs)
