@@ -78,7 +78,7 @@ def make_data(member: str, work: Path) -> tuple[Path, Path, str]:
         folder = work / f"{run['data']}_{name}"
         if not (folder / "labels.csv").is_file():
             generate(run["data"], folder, count, seed=seed)
-        found = pretrain_items(folder / "labels.csv", member)
+        found = count_items(folder)
         if found != count:
             raise SystemExit(f"{folder} holds {found} items, {member} needs {count}: choose "
                              f"another --work")
@@ -86,12 +86,10 @@ def make_data(member: str, work: Path) -> tuple[Path, Path, str]:
     return folders[0], folders[1] / "labels.csv", ""
 
 
-def pretrain_items(source: Path, member: str) -> int:
-    """How many items the member pretrains on: the rows of a CSV source (no header), else the
-    generated count."""
-    if source.suffix == ".csv":
-        return sum(1 for line in source.read_text().splitlines() if line.strip())
-    return RUNS[member]["pretrain_count"]
+def count_items(source: Path) -> int:
+    """Rows of a `path,label` CSV (no header), or of a generated folder's `labels.csv`."""
+    csv = source if source.suffix == ".csv" else source / "labels.csv"
+    return sum(1 for line in csv.read_text().splitlines() if line.strip())
 
 
 def moving_digit_pairs(member: str, clips: int, seed: int):
@@ -119,7 +117,7 @@ def moving_shape_pairs(member: str, clips: int, seed: int):
 FLOW_PAIRS = {"moving-digits": moving_digit_pairs, "motion": moving_shape_pairs}
 
 
-def motion_pairs(member: str, clips: int = 64, seed: int = 2):
+def flow_test_pairs(member: str, clips: int = 64, seed: int = 2):
     """(2-frame video uint8, its true flow (H, W, 2)) of `clips` clips the member's run never
     saw (generator seed `seed`)."""
     return FLOW_PAIRS[RUNS[member]["data"]](member, clips, seed)
@@ -214,7 +212,7 @@ def main(argv=None) -> int:
         if not RUNS[args.member]["pretrain"].get("motion_weight"):
             raise SystemExit(f"--flow-only needs an MC-JEPA member; {args.member} has no flow")
         record = json.loads(results_file.read_text())
-        record["flow"] = flow_epe(work / f"{args.member}_run", motion_pairs(args.member))
+        record["flow"] = flow_epe(work / f"{args.member}_run", flow_test_pairs(args.member))
         write_json(results_file, record)
         print(json.dumps(record["flow"], indent=1))
         return 0
@@ -241,7 +239,7 @@ def main(argv=None) -> int:
     record = {"member": args.member, "command": " ".join(
                   ["python", "scripts/family_eval.py"] + (sys.argv[1:] if argv is None else argv)),
               "pretrain": {**config.to_json(), "step": summary["step"],
-                           "pretrain_items": pretrain_items(pretrain_data, args.member),
+                           "pretrain_items": count_items(pretrain_data),
                            "seconds": pretrain_seconds},
               "probe": results, "difference": results["difference"]}
     for name, (train, held) in RUNS[args.member].get("extra_probes", {}).items():
@@ -251,7 +249,7 @@ def main(argv=None) -> int:
             heldout_data=str(probe_data.with_name(held)),
             out=str(work / f"{args.member}_{name}_probe_results")))
     if RUNS[args.member]["pretrain"].get("motion_weight"):
-        record["flow"] = flow_epe(run_folder, motion_pairs(args.member))
+        record["flow"] = flow_epe(run_folder, flow_test_pairs(args.member))
     record["seconds"] = time.time() - started
     write_json(results_file, record)
     print(json.dumps({k: record[k] for k in ("member", "difference")}, indent=1))

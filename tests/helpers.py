@@ -1,8 +1,12 @@
 """Shared helpers for model and training tests: micro configs, serialization round trips."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import keras
 import numpy as np
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
 
 # A model small enough that tracing and stepping take seconds on 2 CPU cores; head dims >= 6
 # so that 3D RoPE rotates every axis.
@@ -54,3 +58,13 @@ class InterruptAt(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if batch + 1 == self.at_batch:
             raise KeyboardInterrupt
+
+
+def load_script(name):
+    """The module of `scripts/<name>.py` (scripts are not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

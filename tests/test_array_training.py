@@ -1,26 +1,18 @@
 """Training from exported arrays (the TensorFlow-free path for GPU machines)."""
 import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.helpers import MICRO_OVERRIDES
+from tests.helpers import MICRO_OVERRIDES, SCRIPTS
+from tests.helpers import load_script as _script
 from tests.test_ac_predictor import _write_logs
 from vjepa2.data import rlds
 from vjepa2.models import VideoEncoder
 from vjepa2.models.world_model import load_world_model
 
 MICRO = {**MICRO_OVERRIDES, "ac_predictor": dict(embed_dim=24, depth=1, num_heads=2, mlp_dim=48)}
-SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
-
-
-def _script(name):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")

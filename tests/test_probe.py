@@ -179,16 +179,12 @@ def test_digits_are_the_real_scans_and_the_probe_keeps_their_fixed_split(tmp_pat
 
 
 def test_family_eval_members_are_valid_runs_on_data_their_generators_write(tmp_path):
-    import importlib.util
-
+    from tests.helpers import load_script
     from vjepa2.data.family_data import KINDS
     from vjepa2.data.moving_digits import write_moving_digits
     from vjepa2.train.pretrain import PretrainConfig
 
-    path = Path(__file__).resolve().parent.parent / "scripts" / "family_eval.py"
-    spec = importlib.util.spec_from_file_location("family_eval", path)
-    family_eval = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(family_eval)
+    family_eval = load_script("family_eval")
     for name, run in family_eval.RUNS.items():
         assert run["data"] in KINDS, name
         config = PretrainConfig(out=str(tmp_path / name), preset="family-tiny",

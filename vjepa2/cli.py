@@ -366,9 +366,9 @@ def _family_parsers(sub) -> None:
     add_config_flags(p, ProbeConfig)
     p.set_defaults(func=_cmd_probe)
     from vjepa2.app.state_probe_cli import add_parsers
-    from vjepa2.data.family_data import KINDS
     add_parsers(sub)
 
+    from vjepa2.data.family_data import KINDS
     p = sub.add_parser(
         "make-family-data", help="generate labelled images, audio clips or moving-shape clips",
         description="Write labelled data with a path,label CSV: shape images (label: kind), "

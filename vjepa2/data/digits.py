@@ -32,6 +32,14 @@ def load_digits_scans() -> tuple[np.ndarray, np.ndarray]:
     return images, digits.target.astype(int)
 
 
+def enlarge_scan(scan, size: int) -> np.ndarray:
+    """An 8 x 8 uint8 scan resized bilinearly to (size, size) uint8."""
+    from PIL import Image
+
+    image = Image.fromarray(np.asarray(scan, np.uint8), "L").resize((size, size), Image.BILINEAR)
+    return np.asarray(image)
+
+
 def split_digits(count: int, heldout: float, seed: int) -> tuple[np.ndarray, int]:
     """(the first `count` scan indices of a seeded permutation, how many of them, from the
     front, are held out): the split of `write_digits` and of the moving digits."""
@@ -56,9 +64,9 @@ def write_digits(out_dir, count=None, size=64, heldout=0.3, seed=0) -> list[Path
     out_dir = Path(out_dir)
     paths = []
     for index in order:
-        image = Image.fromarray(images[index], "L").resize((size, size), Image.BILINEAR)
         buffer = io.BytesIO()
-        image.convert("RGB").save(buffer, format="PNG")
+        Image.fromarray(enlarge_scan(images[index], size), "L").convert("RGB").save(
+            buffer, format="PNG")
         paths.append(atomic_write(out_dir / f"digit_{index:04d}.png", buffer.getvalue()))
     ordered = [int(labels[i]) for i in order]
     write_video_csv(out_dir / "labels.csv", paths, ordered)

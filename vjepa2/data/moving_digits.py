@@ -16,19 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
+from vjepa2.data.digits import DIGITS, enlarge_scan, load_digits_scans, split_digits
 from vjepa2.data.motion import DIRECTIONS, _UNIT
 from vjepa2.errors import UsageError
 
 INK = 64  # intensity (of 255) above which a pixel is the digit's ink
-
-
-def render_digit(scan, digit_size: int) -> np.ndarray:
-    """An 8 x 8 uint8 scan enlarged bilinearly to (digit_size, digit_size) float32 0..255."""
-    from PIL import Image
-
-    image = Image.fromarray(np.asarray(scan, np.uint8), "L").resize(
-        (digit_size, digit_size), Image.BILINEAR)
-    return np.asarray(image, np.float32)
 
 
 def _place(digit: np.ndarray, size: int, x: float, y: float) -> np.ndarray:
@@ -62,7 +54,7 @@ def synthesize_moving_digit(scan, seed: int, index: int, frames: int = 8, size: 
                          f"to move")
     x0 = rng.uniform(max(-ux * travel, 0.0), span - max(ux * travel, 0.0))
     y0 = rng.uniform(max(-uy * travel, 0.0), span - max(uy * travel, 0.0))
-    digit = render_digit(scan, digit_size)
+    digit = enlarge_scan(scan, digit_size).astype(np.float32)
     video = np.stack([_place(digit, size, x0 + ux * speed * t, y0 + uy * speed * t)
                       for t in range(frames)])
     ink = video[:-1] > INK
@@ -83,7 +75,6 @@ def write_moving_digits(out_dir, clips_per_digit: int = 3, frames: int = 8, size
     - `train.csv`, `heldout.csv`: one clip per training / held-out digit, label the digit;
     - `train_direction.csv`, `heldout_direction.csv`: the same clips, label the direction.
     Clip `k` of the digit with scan index `i` draws its motion from `(seed, i * 16 + k)`."""
-    from vjepa2.data.digits import DIGITS, load_digits_scans, split_digits
     from vjepa2.data.video_io import write_video
     from vjepa2.data.video_sources import write_video_csv
 
