@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import MICRO_OVERRIDES, SCRIPTS
-from tests.helpers import load_script as _script
+from tests.helpers import load_script
 from tests.test_ac_predictor import _write_logs
 from vjepa2.data import rlds
 from vjepa2.models import VideoEncoder
@@ -19,7 +19,7 @@ MICRO = {**MICRO_OVERRIDES, "ac_predictor": dict(embed_dim=24, depth=1, num_head
 def arrays(tmp_path_factory):
     logs = _write_logs(tmp_path_factory.mktemp("logs"), episodes=3, length=9)
     out = tmp_path_factory.mktemp("arrays") / "logs.npz.xz"
-    summary = _script("export_arrays").export([str(logs)], str(out), image_size=64,
+    summary = load_script("export_arrays").export([str(logs)], str(out), image_size=64,
                                                frame_stride=2)
     return logs, out, summary
 
@@ -27,7 +27,7 @@ def arrays(tmp_path_factory):
 def test_export_cuts_whole_episodes_as_finetune_ac_does(arrays):
     logs, path, summary = arrays
     assert summary["episodes"] == 3 and summary["frames"] == 4  # (9 - 1) // 2 frames
-    data = _script("train_arrays").load_arrays(str(path))
+    data = load_script("train_arrays").load_arrays(str(path))
     clips = rlds.make_clip_dataset(str(logs), clip_length=4, frame_stride=2, batch_size=1,
                                    shuffle=False, clip_shift=9, image_size=64)
     for e, clip in enumerate(clips):
@@ -39,7 +39,7 @@ def test_export_cuts_whole_episodes_as_finetune_ac_does(arrays):
 
 def test_training_from_arrays_gives_a_loadable_world_model(arrays, tmp_path, capsys):
     _, path, _ = arrays
-    train = _script("train_arrays")
+    train = load_script("train_arrays")
     code = train.main(["--arrays", str(path), "--out", str(tmp_path), "--frames", "4",
                        "--clip-length", "3", "--pretrain-steps", "2", "--finetune-steps", "2",
                        "--pretrain-batch", "2", "--finetune-batch", "2", "--workers", "0",
@@ -58,7 +58,7 @@ def test_training_from_arrays_gives_a_loadable_world_model(arrays, tmp_path, cap
 
 def test_bad_arguments_give_one_line_errors(arrays, tmp_path, capsys):
     _, path, _ = arrays
-    train = _script("train_arrays")
+    train = load_script("train_arrays")
     assert train.main(["--arrays", str(tmp_path / "none.npz"), "--out", str(tmp_path)]) == 2
     assert "no array file" in capsys.readouterr().err
     assert train.main(["--arrays", str(path), "--out", str(tmp_path), "--frames", "6"]) == 2
@@ -72,7 +72,7 @@ def test_bad_arguments_give_one_line_errors(arrays, tmp_path, capsys):
 
 
 def test_gripper_probe_ridge_reads_a_linear_signal_and_not_noise():
-    probe = _script("gripper_probe")
+    probe = load_script("gripper_probe")
     rng = np.random.default_rng(0)
     for features in (40, 400):  # primal (fewer features than samples) and dual
         # Latent-like features: a few factors spread over many dims, plus noise.
