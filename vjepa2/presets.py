@@ -64,6 +64,14 @@ PRESETS = {
         "(images, audio, motion) trained in minutes on a CPU.",
         dict(embed_dim=192, depth=2, num_heads=3, mlp_dim=768, residual=True),
     ),
+    # The same sizes on 8 px patches: an 8 x 8 token grid per tubelet at 64 px, for inputs whose
+    # detail is finer than a 16 px patch (MC-JEPA on moving digits; docs/family.md).
+    "family-tiny-p8": _preset(
+        dict(embed_dim=192, depth=4, num_heads=3, mlp_dim=768, patch_size=8),
+        dict(embed_dim=96, depth=2, num_heads=3, mlp_dim=384),
+        "family-tiny on 8 x 8 px patches (4x the tokens of family-tiny at the same resolution).",
+        dict(embed_dim=192, depth=2, num_heads=3, mlp_dim=768, residual=True),
+    ),
 }
 
 
