@@ -197,3 +197,30 @@ def test_family_eval_members_are_valid_runs_on_data_their_generators_write(tmp_p
     csvs = [run["pretrain_csv"], "train.csv", "heldout.csv"]
     csvs += [csv for pair in run["extra_probes"].values() for csv in pair]
     assert all((tmp_path / "md" / csv).is_file() for csv in csvs)
+
+
+def test_validation_record_gathers_the_run_the_probe_and_the_commands(tmp_path):
+    from tests.helpers import load_script
+
+    record_script = load_script("validation_record")
+    run, probe_out = tmp_path / "run", tmp_path / "probe"
+    run.mkdir()
+    probe_out.mkdir()
+    (run / "config.json").write_text(json.dumps({"preset": "family-tiny-p8", "steps": 4}))
+    (run / "metrics.jsonl").write_text("".join(
+        json.dumps({"step": s, "time": 2.0 * s, "loss": float(s), "jepa": 1.0}) + "\n"
+        for s in range(1, 5)))
+    (probe_out / "results.json").write_text(json.dumps({"difference": {"top1": 0.1}}))
+    out = tmp_path / "record.json"
+    args = ["--run", str(run), "--probe", str(probe_out), "--what", "a try", "--window", "2",
+            "--command", "vjepa2 pretrain", "--command", "vjepa2 probe", "--out", str(out)]
+    assert record_script.main(args) == 0
+    record = json.loads(out.read_text())
+    assert record["commands"] == ["vjepa2 pretrain", "vjepa2 probe"]
+    assert record["pretrain"]["preset"] == "family-tiny-p8"
+    assert (record["pretrain"]["step"], record["pretrain"]["seconds"]) == (4, 8.0)
+    assert record["pretrain"]["first_2_steps"] == {"loss": 1.5, "jepa": 1.0}
+    assert record["pretrain"]["last_2_steps"]["loss"] == 3.5
+    assert record["probe"] == {"difference": {"top1": 0.1}}
+    with pytest.raises(SystemExit, match="results.json not found"):
+        record_script.main(args[:2] + ["--probe", str(tmp_path / "none")] + args[4:])
