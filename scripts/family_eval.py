@@ -2,10 +2,10 @@
 
 For one member (images: I-JEPA, audio: A-JEPA, motion: MC-JEPA) this generates its data here
 (no downloads): an unlabelled pretraining set and a separate labelled probe set (other seeds);
-pretrains the `family-tiny` preset (or the member's own) with `vjepa2.train.pretrain.pretrain`;
-runs `vjepa2 probe`'s library function on the labelled set; for MC-JEPA it also scores the flow
-head's end-point error on generated clips with known flow beside the zero-flow baseline. The
-summary is written to docs/results/family/<member>.json.
+pretrains the `family-tiny` preset with `vjepa2.train.pretrain.pretrain`; runs `vjepa2 probe`'s
+library function on the labelled set; for MC-JEPA it also scores the flow head's end-point
+error on generated clips with known flow beside the zero-flow baseline. The summary is written
+to docs/results/family/<member>.json.
 
     python scripts/family_eval.py --member images --work /tmp/family
 """
@@ -59,16 +59,6 @@ RUNS = {
                           pretrain=dict(steps=10000, batch_size=16, frames=4, resolution=64,
                                         fps=8.0, lr=3e-4, start_lr=1e-4, ema=(0.996, 1.0),
                                         motion_weight=1.0, motion_pairs=4)),
-    # The same on 8 px patches (an 8 x 8 token grid per tubelet); run only if its validation run
-    # on the split of seed 0 beats random init beyond the interval (the rule in docs/family.md).
-    "moving-digits-p8": dict(data="moving-digits", source="videos", split_seed=1,
-                             clips_per_digit=3, pretrain_csv="pretrain.csv",
-                             preset="family-tiny-p8",
-                             extra_probes={"direction": ("train_direction.csv",
-                                                         "heldout_direction.csv")},
-                             pretrain=dict(steps=10000, batch_size=16, frames=4, resolution=64,
-                                           fps=8.0, lr=3e-4, start_lr=1e-4, ema=(0.996, 1.0),
-                                           motion_weight=1.0, motion_pairs=4)),
 }
 
 
@@ -233,8 +223,7 @@ def main(argv=None) -> int:
         if getattr(args, name):
             settings[name] = getattr(args, name)
     run_folder = work / f"{args.member}_run"
-    preset = RUNS[args.member].get("preset", "family-tiny")
-    config = PretrainConfig(out=str(run_folder), preset=preset, workers=2,
+    config = PretrainConfig(out=str(run_folder), preset="family-tiny", workers=2,
                             checkpoint_every=max(200, settings["steps"] // 20),
                             **{RUNS[args.member]["source"]: str(pretrain_data)}, **settings)
     summary = pretrain(config, resume=(run_folder / "checkpoints").is_dir())

@@ -87,14 +87,24 @@ def test_the_unsupervised_losses_prefer_the_true_flow_to_zero_flow():
         assert float(true["cycle"]) < 0.05
 
 
-def test_flow_head_outputs_full_resolution_flow_and_round_trips(tmp_path):
-    head = FlowHead(token_dim=8, patch_size=16, widths=(4, 4, 4), hidden=8)
+@pytest.mark.parametrize("patch_size", [16, 8])
+def test_flow_head_outputs_full_resolution_flow_and_round_trips(tmp_path, patch_size):
+    head = FlowHead(token_dim=8, patch_size=patch_size, widths=(4, 4, 4), hidden=8)
     first, second, _ = _pair()
-    tokens = np.random.default_rng(1).normal(size=(1, 16, 8)).astype("float32")
+    side = 64 // patch_size
+    tokens = np.random.default_rng(1).normal(size=(1, side * side, 8)).astype("float32")
     assert head(first, second, tokens).shape == (1, 64, 64, 2)
     assert_saved_model_equal(head, None, tmp_path, call=lambda m: m(first, second, tokens))
     with pytest.raises(ValueError, match="power of two"):
         FlowHead(token_dim=8, patch_size=12)
+
+
+def test_the_8_px_family_preset_gives_an_8_by_8_grid_per_tubelet():
+    from vjepa2.models import VideoEncoder
+
+    encoder = VideoEncoder.from_preset("family-tiny-p8")
+    clip = np.zeros((1, 4, 64, 64, 3), "float32")
+    assert encoder.patch_size == 8 and encoder(clip).shape == (1, 2 * 8 * 8, 192)
 
 
 def _config(videos, out, **kwargs):
