@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -33,15 +34,11 @@ def training_summary(run: Path, window: int) -> dict:
     rows, _ = read_jsonl(run / "metrics.jsonl", repair=False)
     if not rows:
         raise SystemExit(f"validation_record: {run / 'metrics.jsonl'} holds no steps")
-
-    def mean(part, key):
-        values = [row[key] for row in part if key in row]
-        return sum(values) / len(values) if values else None
-
     summary = {"step": rows[-1]["step"], "seconds": rows[-1].get("time")}
     for name, part in (("first", rows[:window]), ("last", rows[-window:])):
-        summary[f"{name}_{window}_steps"] = {key: mean(part, key) for key in SUMMARISED
-                                              if mean(part, key) is not None}
+        summary[f"{name}_{window}_steps"] = {
+            key: statistics.fmean(values) for key in SUMMARISED
+            if (values := [row[key] for row in part if key in row])}
     return summary
 
 

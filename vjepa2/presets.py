@@ -64,15 +64,20 @@ PRESETS = {
         "(images, audio, motion) trained in minutes on a CPU.",
         dict(embed_dim=192, depth=2, num_heads=3, mlp_dim=768, residual=True),
     ),
-    # The same sizes on 8 px patches: an 8 x 8 token grid per tubelet at 64 px, for inputs whose
-    # detail is finer than a 16 px patch (MC-JEPA on moving digits; docs/family.md).
-    "family-tiny-p8": _preset(
-        dict(embed_dim=192, depth=4, num_heads=3, mlp_dim=768, patch_size=8),
-        dict(embed_dim=96, depth=2, num_heads=3, mlp_dim=384),
-        "family-tiny on 8 x 8 px patches (4x the tokens of family-tiny at the same resolution).",
-        dict(embed_dim=192, depth=2, num_heads=3, mlp_dim=768, residual=True),
-    ),
 }
+
+
+def _variant(base, description, **encoder):
+    """`base` with some encoder settings replaced (the predictors stay as they are)."""
+    preset = PRESETS[base]
+    return {**preset, "description": description, "encoder": dict(preset["encoder"], **encoder)}
+
+
+# family-tiny on 8 px patches: an 8 x 8 token grid per tubelet at 64 px, for inputs whose detail
+# is finer than a 16 px patch (MC-JEPA on moving digits; docs/family.md).
+PRESETS["family-tiny-p8"] = _variant(
+    "family-tiny", "family-tiny on 8 x 8 px patches (4x the tokens of family-tiny at the same "
+    "resolution).", patch_size=8)
 
 
 def _released(base, description, checkpoint, image_size, ac=False):
