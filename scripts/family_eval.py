@@ -59,6 +59,19 @@ RUNS = {
                           pretrain=dict(steps=10000, batch_size=16, frames=4, resolution=64,
                                         fps=8.0, lr=3e-4, start_lr=1e-4, ema=(0.996, 1.0),
                                         motion_weight=1.0, motion_pairs=4)),
+    # MC-JEPA as its paper trains and evaluates content: the same clips and flow loss, with the
+    # still training digits of the same split (64 px) mixed into the content loss, and the probe
+    # that decides the bar read on the still held-out digits (`--items image`); the moving clips
+    # (digit, direction) are probed too. Written before its validation run's probe (seed-0 split).
+    "moving-digits-stills": dict(data="moving-digits", source="videos", split_seed=1,
+                                 clips_per_digit=3, pretrain_csv="pretrain.csv", stills="digits",
+                                 extra_probes={"clips": ("train.csv", "heldout.csv"),
+                                               "direction": ("train_direction.csv",
+                                                             "heldout_direction.csv")},
+                                 pretrain=dict(steps=10000, batch_size=16, frames=4,
+                                               resolution=64, fps=8.0, lr=3e-4, start_lr=1e-4,
+                                               ema=(0.996, 1.0), motion_weight=1.0,
+                                               motion_pairs=4)),
 }
 
 
@@ -71,7 +84,12 @@ def make_data(member: str, work: Path) -> tuple[Path, Path, str]:
         folder = work / run["data"]
         if not (folder / "heldout.csv").is_file():
             generate(run["data"], folder, run.get("clips_per_digit"), seed=run["split_seed"])
-        return folder / run["pretrain_csv"], folder / "train.csv", str(folder / "heldout.csv")
+        if "stills" in run:  # the still digits of the same split: mixed in, and probed
+            folder = work / run["stills"]
+            if not (folder / "heldout.csv").is_file():
+                generate(run["stills"], folder, None, seed=run["split_seed"])
+        return folder.parent / run["data"] / run["pretrain_csv"], folder / "train.csv", str(
+            folder / "heldout.csv")
     folders = []
     for name, count, seed in (("pretrain", run["pretrain_count"], 0),
                               ("probe", run["probe_count"], 1)):
@@ -219,6 +237,9 @@ def main(argv=None) -> int:
     started = time.time()
     pretrain_data, probe_data, heldout = make_data(args.member, work)
     settings = dict(RUNS[args.member]["pretrain"])
+    stills = "stills" in RUNS[args.member]
+    if stills:
+        settings["images"] = str(probe_data)
     for name in ("steps", "frames", "batch_size"):
         if getattr(args, name):
             settings[name] = getattr(args, name)
@@ -234,7 +255,7 @@ def main(argv=None) -> int:
                                frames=config.frames, fps=config.fps,
                                resolution=config.resolution, audio_frames=config.audio_frames,
                                positions=args.probe_positions,
-                               probe_seeds=args.probe_seeds)
+                               probe_seeds=args.probe_seeds, items="image" if stills else "")
     results = probe(probe_config)
     record = {"member": args.member, "command": " ".join(
                   ["python", "scripts/family_eval.py"] + (sys.argv[1:] if argv is None else argv)),
@@ -243,10 +264,10 @@ def main(argv=None) -> int:
                            "seconds": pretrain_seconds},
               "probe": results, "difference": results["difference"]}
     for name, (train, held) in RUNS[args.member].get("extra_probes", {}).items():
-        # The same items under another label (for the moving digits: the direction).
+        # The clips (beside the pretraining list) under a label: the digit or the direction.
         record[f"probe_{name}"] = probe(dataclasses.replace(
-            probe_config, data=str(probe_data.with_name(train)),
-            heldout_data=str(probe_data.with_name(held)),
+            probe_config, data=str(pretrain_data.with_name(train)),
+            heldout_data=str(pretrain_data.with_name(held)), items="",
             out=str(work / f"{args.member}_{name}_probe_results")))
     if RUNS[args.member]["pretrain"].get("motion_weight"):
         record["flow"] = flow_epe(run_folder, flow_test_pairs(args.member))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.helpers import MICRO_OVERRIDES, assert_saved_model_equal
+from tests.helpers import MICRO_OVERRIDES, assert_saved_model_equal, micro_encoder
 from vjepa2.errors import UsageError
 
 
@@ -143,6 +143,37 @@ def test_probe_command_writes_results_for_an_image_encoder(tmp_path):
                  "--out", str(tmp_path / "p2")]) == 2
 
 
+def test_a_video_encoder_reads_images_as_one_repeated_tubelet(tmp_path):
+    # MC-JEPA's content is evaluated on images: `--items image` on a video encoder feeds each
+    # image as a clip of one tubelet, the image repeated, and the probe scores those tokens.
+    from vjepa2.cli import main
+    from vjepa2.data.images import generate_images
+    from vjepa2.train.probe import ProbeConfig, _dataset, encode_items
+
+    generate_images(tmp_path / "data", 12, size=32, seed=5)
+    encoder = micro_encoder()
+    encoder.save_to_preset(tmp_path / "encoder")
+    config = ProbeConfig(encoder="-", data="-", out="-", resolution=32, items="image")
+    csv = str(tmp_path / "data" / "labels.csv")
+    clips = next(iter(_dataset("image", csv, config, tubelet=encoder.tubelet_size)))[0]
+    images = next(iter(_dataset("image", csv, config)))[0]
+    assert clips.shape == (12, encoder.tubelet_size, 32, 32, 3)
+    for t in range(encoder.tubelet_size):
+        np.testing.assert_array_equal(clips[:, t], images)
+    tokens, labels = encode_items([encoder], _dataset("image", csv, config, encoder.tubelet_size))
+    assert tokens[0].shape[:2] == (12, 4) and len(labels) == 12
+    args = ["probe", "--encoder", str(tmp_path / "encoder"), "--data", csv,
+            "--resolution", "32", "--epochs", "1", "--heldout", "0.25"]
+    assert main(args + ["--out", str(tmp_path / "probe"), "--items", "image"]) == 0
+    results = json.loads((tmp_path / "probe" / "results.json").read_text())
+    assert (results["kind"], results["encoder_kind"]) == ("image", "video")
+    assert results["pretrained"]["items"] == 3
+    assert main(args + ["--out", str(tmp_path / "p2"), "--items", "audio"]) == 2
+    assert not (tmp_path / "p2" / "results.json").exists()
+    with pytest.raises(UsageError, match="items must be one of"):
+        ProbeConfig(encoder="-", data="-", out="-", items="pictures")
+
+
 def test_digits_are_the_real_scans_and_the_probe_keeps_their_fixed_split(tmp_path, capsys):
     from sklearn.datasets import load_digits
 
@@ -180,6 +211,7 @@ def test_digits_are_the_real_scans_and_the_probe_keeps_their_fixed_split(tmp_pat
 
 def test_family_eval_members_are_valid_runs_on_data_their_generators_write(tmp_path):
     from tests.helpers import load_script
+    from vjepa2.data.digits import write_digits
     from vjepa2.data.family_data import KINDS
     from vjepa2.data.moving_digits import write_moving_digits
     from vjepa2.train.pretrain import PretrainConfig
@@ -191,10 +223,17 @@ def test_family_eval_members_are_valid_runs_on_data_their_generators_write(tmp_p
                                 **{run["source"]: "data"}, **run["pretrain"])
         assert (config.motion_weight > 0) == (run["data"] in family_eval.FLOW_PAIRS), name
     run = family_eval.RUNS["moving-digits"]
-    write_moving_digits(tmp_path / "md", 1, frames=4, count=6, seed=run["split_seed"])
-    csvs = [run["pretrain_csv"], "train.csv", "heldout.csv"]
-    csvs += [csv for pair in run["extra_probes"].values() for csv in pair]
-    assert all((tmp_path / "md" / csv).is_file() for csv in csvs)
+    write_moving_digits(tmp_path / "moving-digits", 1, frames=4, count=6, seed=run["split_seed"])
+    write_digits(tmp_path / "digits", 20, seed=run["split_seed"])
+    for name in ("moving-digits", "moving-digits-stills"):
+        # The clips beside the pretraining list (the extra probes); the member with stills
+        # probes the still digits of the same split, the other the clips.
+        pretrain_csv, probe_csv, heldout = family_eval.make_data(name, tmp_path)
+        assert pretrain_csv == tmp_path / "moving-digits" / run["pretrain_csv"]
+        folder = tmp_path / ("digits" if "stills" in family_eval.RUNS[name] else "moving-digits")
+        assert (probe_csv, heldout) == (folder / "train.csv", str(folder / "heldout.csv"))
+        csvs = [csv for pair in family_eval.RUNS[name]["extra_probes"].values() for csv in pair]
+        assert all((pretrain_csv.with_name(csv)).is_file() for csv in csvs + ["heldout.csv"])
 
 
 def test_validation_record_gathers_the_run_the_probe_and_the_commands(tmp_path):

@@ -48,6 +48,10 @@ class ProbeConfig:
     fps: float = opt(4.0, "videos: clip sampling rate (frames/s)")
     resolution: int = opt(128, "videos and images: frame size in px")
     audio_frames: int = opt(128, "audio: spectrogram frames per clip (10 ms hop)")
+    items: str = opt("", "the items' kind: video, image or audio (default: the encoder's); a "
+                         "video encoder reads images as one tubelet of the image repeated, as "
+                         "images are mixed into video pretraining (MC-JEPA's content is "
+                         "evaluated on images)")
     no_baseline: bool = opt(False, "skip the random-init baseline")
     seed: int = opt(0, "seed of the split, the probe and the random-init encoder")
 
@@ -58,6 +62,8 @@ class ProbeConfig:
         check(self.lr > 0, f"lr must be > 0; received {self.lr}")
         check(self.num_queries >= 1, f"num_queries must be >= 1; received {self.num_queries}")
         check(self.probe_seeds >= 1, f"probe_seeds must be >= 1; received {self.probe_seeds}")
+        check(self.items in ("",) + KINDS,
+              f"items must be one of {', '.join(KINDS)}; received {self.items!r}")
 
 
 def wilson_interval(successes: int, total: int, z: float = 1.96) -> tuple[float, float]:
@@ -113,13 +119,30 @@ def split_items(items, heldout: float, seed: int):
     return [items[i] for i in order[count:]], [items[i] for i in order[:count]]
 
 
-def _dataset(kind, csv_path, config: ProbeConfig):
+def items_kind(config: ProbeConfig, encoder_kind: str) -> str:
+    """The kind of the probe's items: `config.items`, default the encoder's. Raises
+    UsageError where the encoder cannot read them (only a video encoder reads another kind:
+    images, as one tubelet)."""
+    kind = config.items or encoder_kind
+    if kind != encoder_kind and (encoder_kind, kind) != ("video", "image"):
+        raise UsageError(f"a {encoder_kind} encoder cannot read items of kind {kind!r}; a "
+                         "video encoder reads images, no other encoder reads another kind")
+    return kind
+
+
+def _dataset(kind, csv_path, config: ProbeConfig, tubelet=0):
+    """Batches of 16 (inputs, label); with `tubelet` > 0, images come repeated to that many
+    frames (a video encoder's one-tubelet clip)."""
+    import tensorflow as tf
+
     common = dict(batch_size=1, training=False, seed=config.seed, repeat=False,
                   with_labels=True)
     if kind == "image":
         from vjepa2.data.images import make_image_dataset
 
         dataset, _ = make_image_dataset(csv_path, resolution=config.resolution, **common)
+        if tubelet:
+            dataset = dataset.map(lambda x, y: (tf.repeat(x[:, None], tubelet, axis=1), y))
     elif kind == "audio":
         from vjepa2.data.audio import make_audio_dataset
 
@@ -216,7 +239,9 @@ def probe(config: ProbeConfig, verbose: int = 1) -> dict:
     from vjepa2.files import check_output_folder, write_json
 
     out = check_output_folder(config.out, "results.json")
-    encoder, kind = load_encoder(config.encoder)
+    encoder, encoder_kind_ = load_encoder(config.encoder)
+    kind = items_kind(config, encoder_kind_)
+    tubelet = encoder.tubelet_size if kind != encoder_kind_ else 0
     if config.heldout_data:
         train, heldout = list_videos(config.data), list_videos(config.heldout_data)
         check_labelled(train, config.data)
@@ -233,10 +258,12 @@ def probe(config: ProbeConfig, verbose: int = 1) -> dict:
     train_x, test_x, labels = {}, {}, {}
     for split in ("train", "heldout"):
         feats, labels[split] = encode_items(list(encoders.values()),
-                                            _dataset(kind, str(out / f"{split}.csv"), config))
+                                            _dataset(kind, str(out / f"{split}.csv"), config,
+                                                     tubelet))
         (train_x if split == "train" else test_x).update(zip(encoders, feats))
     num_classes = int(max(labels["train"].max(), labels["heldout"].max())) + 1
-    results = {"config": dataclasses.asdict(config), "kind": kind, "classes": num_classes,
+    results = {"config": dataclasses.asdict(config), "kind": kind,
+               "encoder_kind": encoder_kind_, "classes": num_classes,
                "train_items": int(len(labels["train"])), "encode_seconds": time.time() - started}
     for name in encoders:
         results[name] = score_seeds(train_x[name], labels["train"], test_x[name],
