@@ -59,11 +59,12 @@ RUNS = {
                           pretrain=dict(steps=10000, batch_size=16, frames=4, resolution=64,
                                         fps=8.0, lr=3e-4, start_lr=1e-4, ema=(0.996, 1.0),
                                         motion_weight=1.0, motion_pairs=4)),
-    # MC-JEPA as its paper trains and evaluates content: the same clips and flow loss, with the
-    # still training digits of the same split (64 px) mixed into the content loss, and the probe
-    # that decides the bar read on the still held-out digits (`--items image`); the moving clips
-    # (digit, direction) are probed too. Written before its validation run's probe (seed-0 split).
-    "moving-digits-stills": dict(data="moving-digits", source="videos", split_seed=1,
+    # MC-JEPA as its paper trains and evaluates content: content (the JEPA loss) from the still
+    # training digits of the same split (64 px, `--content images`), motion (the flow loss)
+    # from the clips; the probe that decides the bar reads the still held-out digits
+    # (`--items image`), and the clips (digit, direction) are probed too. Written before its
+    # validation run's probe (seed-0 split).
+    "moving-digits-images": dict(data="moving-digits", source="videos", split_seed=1,
                                  clips_per_digit=3, pretrain_csv="pretrain.csv", stills="digits",
                                  extra_probes={"clips": ("train.csv", "heldout.csv"),
                                                "direction": ("train_direction.csv",
@@ -71,7 +72,7 @@ RUNS = {
                                  pretrain=dict(steps=10000, batch_size=16, frames=4,
                                                resolution=64, fps=8.0, lr=3e-4, start_lr=1e-4,
                                                ema=(0.996, 1.0), motion_weight=1.0,
-                                               motion_pairs=4)),
+                                               motion_pairs=4, content="images")),
 }
 
 

@@ -1,4 +1,5 @@
 """I-JEPA: the image encoder, the image pipeline, pretraining on images and reloading."""
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -138,3 +139,18 @@ def test_images_mix_into_video_pretraining_as_clips_of_one_tubelet(images, tmp_p
         float(loss), (float(aux["loss_mask0"]) + float(aux["loss_mask1"]) +
                       float(aux["image_loss_mask0"]) + float(aux["image_loss_mask1"])) / 4,
         rtol=1e-5)
+    # MC-JEPA's paper: content from the images alone, the clips for the flow loss only.
+    images_only = build_trainer(dataclasses.replace(config, content="images",
+                                                    motion_weight=1.0), MICRO)
+    for name in ("encoder", "predictor", "teacher"):
+        getattr(images_only, name).set_weights(getattr(trainer, name).get_weights())
+    loss, aux = images_only.compute_jepa_loss(batch, training=False)
+    np.testing.assert_allclose(float(loss), (float(aux["loss_mask0"]) +
+                                             float(aux["loss_mask1"])) / 2, rtol=1e-5)
+    np.testing.assert_allclose(float(loss), float(trainer._masked_loss(
+        {k[len("image_"):]: v for k, v in batch.items() if k.startswith("image_")},
+        training=False)[0]), rtol=1e-5)
+    for bad in (dict(content="images"), dict(content="images", motion_weight=1.0, images=None),
+                dict(content="clips")):
+        with pytest.raises(UsageError, match="content"):
+            dataclasses.replace(config, **bad)

@@ -219,13 +219,14 @@ def test_family_eval_members_are_valid_runs_on_data_their_generators_write(tmp_p
     family_eval = load_script("family_eval")
     for name, run in family_eval.RUNS.items():
         assert run["data"] in KINDS, name
+        stills = {"images": "stills"} if "stills" in run else {}
         config = PretrainConfig(out=str(tmp_path / name), preset="family-tiny",
-                                **{run["source"]: "data"}, **run["pretrain"])
+                                **{run["source"]: "data"}, **stills, **run["pretrain"])
         assert (config.motion_weight > 0) == (run["data"] in family_eval.FLOW_PAIRS), name
     run = family_eval.RUNS["moving-digits"]
     write_moving_digits(tmp_path / "moving-digits", 1, frames=4, count=6, seed=run["split_seed"])
     write_digits(tmp_path / "digits", 20, seed=run["split_seed"])
-    for name in ("moving-digits", "moving-digits-stills"):
+    for name in ("moving-digits", "moving-digits-images"):
         # The clips beside the pretraining list (the extra probes); the member with stills
         # probes the still digits of the same split, the other the clips.
         pretrain_csv, probe_csv, heldout = family_eval.make_data(name, tmp_path)

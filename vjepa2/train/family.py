@@ -176,6 +176,12 @@ def check_family_fields(config) -> None:
     if config.motion_pairs is not None and not config.motion_weight:
         raise UsageError(f"--motion-pairs {config.motion_pairs} needs --motion-weight > 0 "
                          "(MC-JEPA's flow loss)")
+    if config.content not in ("all", "images"):
+        raise UsageError(f"content must be all or images; received {config.content!r}")
+    if config.content == "images" and not (config.images and config.videos and
+                                           config.motion_weight > 0):
+        raise UsageError("--content images needs --videos, --images and --motion-weight > 0 "
+                         "(the clips then train only the flow loss)")
     if config.audio_frames < 16 or config.audio_frames % 16:
         raise UsageError(f"audio_frames must be a multiple of 16; received {config.audio_frames}")
     if config.mask_curriculum is not None and config.mask_curriculum < 0:

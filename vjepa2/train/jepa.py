@@ -19,6 +19,11 @@ from vjepa2.train.schedules import linear_momentum
 from vjepa2.train.trainer import BackendTrainer
 
 
+# What the content (JEPA) loss reads where images are mixed into clips: both (V-JEPA 2), or the
+# images alone (MC-JEPA's paper).
+CONTENT = ("all", "images")
+
+
 def feature_std(tokens):
     """Collapse indicator: per-feature std of tokens across batch and positions, averaged.
 
@@ -48,8 +53,11 @@ class JEPAPretrainer(BackendTrainer):
     """
 
     def __init__(self, encoder, predictor, num_mask_sets=2, ema_start=0.99925, ema_end=0.99925,
-                 total_steps=1, clip_grad=None, **kwargs):
+                 total_steps=1, clip_grad=None, content="all", **kwargs):
         super().__init__(clip_grad=clip_grad, **kwargs)
+        if content not in CONTENT:
+            raise ValueError(f"content must be one of {', '.join(CONTENT)}; received {content!r}")
+        self.content = content
         if predictor.num_mask_tokens < num_mask_sets:
             raise ValueError(f"predictor has {predictor.num_mask_tokens} mask tokens for "
                              f"{num_mask_sets} mask sets")
@@ -81,8 +89,16 @@ class JEPAPretrainer(BackendTrainer):
 
         A batch may also hold images mixed into video pretraining, as V-JEPA 2 does:
         `image_video` (B, tubelet, H, W, 3), each image repeated to one tubelet, with its own
-        `image_context_ids_i` / `image_target_ids_i`; the two losses are averaged.
+        `image_context_ids_i` / `image_target_ids_i`; the two losses are averaged, or, with
+        `content="images"`, the images' loss alone is the content loss (MC-JEPA's paper learns
+        content from images; the clips then feed only the motion loss).
         """
+        if self.content == "images":
+            if "image_video" not in data:
+                raise ValueError("content='images' needs images mixed into the batch "
+                                 "(image_video)")
+            images = {k[len("image_"):]: v for k, v in data.items() if k.startswith("image_")}
+            return self._masked_loss(images, training)
         loss, aux = self._masked_loss(data, training)
         if "image_video" in data:
             images = {k[len("image_"):]: v for k, v in data.items() if k.startswith("image_")}

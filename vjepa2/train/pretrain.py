@@ -87,6 +87,10 @@ class PretrainConfig(TrainingConfigMixin):
                            "fixed low count per mask set) or reference (the reference "
                            "collator's per-batch minimum, in up to 3 shapes per mask set)",
                            choices=("quantile", "reference"))
+    content: str = opt("all", "with --videos and --images: what the content (JEPA) loss reads: "
+                       "all (clips and images, averaged, as V-JEPA 2 mixes them) or images (as "
+                       "MC-JEPA's paper: the clips then feed only the flow loss of "
+                       "--motion-weight)", choices=("all", "images"))
     jit: str = opt("auto", "XLA-compile the training step: auto (JAX always; TensorFlow on one "
                    "device, where it measured 1.6x faster on the CPU), on or off",
                    choices=("auto", "on", "off"))
@@ -153,7 +157,7 @@ def build_trainer(config: PretrainConfig, preset_overrides: dict | None = None):
     sampler = make_sampler(config, encoder.patch_size, encoder.tubelet_size)
     kwargs = dict(num_mask_sets=len(sampler.mask_sets),
                   ema_start=config.ema[0], ema_end=config.ema[1], total_steps=config.steps,
-                  clip_grad=config.clip_grad)
+                  clip_grad=config.clip_grad, content=config.content)
     if member_of(config) == "motion":
         from vjepa2.train.mc_jepa import MCJEPAPretrainer
 
