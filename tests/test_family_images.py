@@ -120,6 +120,7 @@ def test_pretrain_refuses_no_source_and_mixed_audio():
 
 def test_images_mix_into_video_pretraining_as_clips_of_one_tubelet(images, tmp_path):
     from vjepa2.data.synthetic import generate_videos
+    from vjepa2.masks_2d import IJEPAMaskSampler
     from vjepa2.train.pretrain import (PretrainConfig, build_trainer, make_mask_sampler,
                                        make_pretrain_dataset)
 
@@ -154,3 +155,17 @@ def test_images_mix_into_video_pretraining_as_clips_of_one_tubelet(images, tmp_p
                 dict(content="clips")):
         with pytest.raises(UsageError, match="content"):
             dataclasses.replace(config, **bad)
+    # I-JEPA's masks on the mixed images: one set of 4 target blocks and a context block on the
+    # one-tubelet grid, the clips keeping V-JEPA 2's two sets; the content loss is that one set.
+    ijepa = dataclasses.replace(config, content="images", motion_weight=1.0, image_masks="ijepa")
+    batch = next(iter(make_pretrain_dataset(ijepa, make_mask_sampler(ijepa))[0]))
+    assert "image_context_ids_1" not in batch and "context_ids_1" in batch
+    sampler = IJEPAMaskSampler((1, 4, 4), seed=ijepa.seed + 1)
+    expected = sampler.sample_batch(2, step=0)[0]
+    np.testing.assert_array_equal(batch["image_target_ids_0"], expected["target_ids"])
+    np.testing.assert_array_equal(batch["image_context_ids_0"], expected["context_ids"])
+    loss, aux = build_trainer(ijepa, MICRO).compute_jepa_loss(batch, training=False)
+    assert set(k for k in aux if k.startswith("loss_mask")) == {"loss_mask0"}
+    np.testing.assert_allclose(float(loss), float(aux["loss_mask0"]), rtol=1e-6)
+    with pytest.raises(UsageError, match="image-masks ijepa"):
+        PretrainConfig(images=str(images), out="x", steps=1, image_masks="ijepa")

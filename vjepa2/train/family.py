@@ -178,6 +178,12 @@ def check_family_fields(config) -> None:
                          "(MC-JEPA's flow loss)")
     if config.content not in ("all", "images"):
         raise UsageError(f"content must be all or images; received {config.content!r}")
+    if config.image_masks not in ("multiblock", "ijepa"):
+        raise UsageError(f"image_masks must be multiblock or ijepa; received "
+                         f"{config.image_masks!r}")
+    if config.image_masks == "ijepa" and not (config.images and config.videos):
+        raise UsageError("--image-masks ijepa sets the masks of images mixed into clips; it "
+                         "needs --videos and --images")
     if config.content == "images" and not (config.images and config.videos and
                                            config.motion_weight > 0):
         raise UsageError("--content images needs --videos, --images and --motion-weight > 0 "
@@ -190,8 +196,9 @@ def check_family_fields(config) -> None:
 
 def mix_images(dataset, config, sampler, start_step: int, gate, shard=(1, 0)):
     """Adds an image batch to every clip batch (V-JEPA 2's image mixing): `batch_size` images
-    of `--images`, each repeated to one tubelet of the clips' tubelet size, with the multi-block
-    masks of a one-tubelet grid (`image_video`, `image_context_ids_i`, `image_target_ids_i`)."""
+    of `--images`, each repeated to one tubelet of the clips' tubelet size, with the masks of a
+    one-tubelet grid: V-JEPA 2's multi-block sets, or I-JEPA's one set with `--image-masks
+    ijepa` (`image_video`, `image_context_ids_i`, `image_target_ids_i`)."""
     import tensorflow as tf
 
     from vjepa2.data.images import make_image_dataset
@@ -203,7 +210,13 @@ def mix_images(dataset, config, sampler, start_step: int, gate, shard=(1, 0)):
                                    start_index=start_step * config.batch_size, gate=gate,
                                    num_parallel_calls=config.workers, shard=shard)
     images = images.map(lambda x: tf.repeat(x[:, None], tubelet, axis=1))
-    image_sampler = MultiBlockMaskSampler((1,) + tuple(sampler.grid[1:]), seed=config.seed + 1)
+    grid = (1,) + tuple(sampler.grid[1:])
+    if config.image_masks == "ijepa":
+        from vjepa2.masks_2d import IJEPAMaskSampler
+
+        image_sampler = IJEPAMaskSampler(grid, seed=config.seed + 1)
+    else:
+        image_sampler = MultiBlockMaskSampler(grid, seed=config.seed + 1)
     images = with_mask_ids(images, image_sampler, config.batch_size, start_step, gate, shard)
 
     def merge(clips, image_batch):

@@ -114,7 +114,12 @@ class JEPAPretrainer(BackendTrainer):
         targets = ops.stop_gradient(layer_norm_no_affine(teacher_tokens))
         total = 0.0
         aux = {}
-        for i in range(self.num_mask_sets):
+        # The batch's own mask sets: mixed images may carry fewer (I-JEPA's one) than the clips.
+        num_sets = sum(1 for key in data if key.startswith("context_ids_"))
+        if not 1 <= num_sets <= self.num_mask_sets:
+            raise ValueError(f"a batch needs 1 to {self.num_mask_sets} mask sets "
+                             f"(context_ids_i); received {num_sets}")
+        for i in range(num_sets):
             context_ids = data[f"context_ids_{i}"]
             target_ids = data[f"target_ids_{i}"]
             context = self.encoder(video, token_ids=context_ids, training=training)
@@ -124,7 +129,7 @@ class JEPAPretrainer(BackendTrainer):
             loss_i = ops.mean(ops.abs(ops.cast(predicted, "float32") - target))
             aux[f"loss_mask{i}"] = loss_i
             total = total + loss_i
-        loss = total / float(self.num_mask_sets)
+        loss = total / float(num_sets)
         aux["teacher_std"] = feature_std(teacher_tokens)
         return loss, aux
 

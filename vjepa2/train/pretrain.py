@@ -91,6 +91,10 @@ class PretrainConfig(TrainingConfigMixin):
                        "all (clips and images, averaged, as V-JEPA 2 mixes them) or images (as "
                        "MC-JEPA's paper: the clips then feed only the flow loss of "
                        "--motion-weight)", choices=("all", "images"))
+    image_masks: str = opt("multiblock", "with --videos and --images: the images' masks: "
+                           "multiblock (V-JEPA 2's two sets on one tubelet) or ijepa (I-JEPA's "
+                           "4 target blocks and one context block)",
+                           choices=("multiblock", "ijepa"))
     jit: str = opt("auto", "XLA-compile the training step: auto (JAX always; TensorFlow on one "
                    "device, where it measured 1.6x faster on the CPU), on or off",
                    choices=("auto", "on", "off"))
