@@ -239,9 +239,9 @@ def probe(config: ProbeConfig, verbose: int = 1) -> dict:
     from vjepa2.files import check_output_folder, write_json
 
     out = check_output_folder(config.out, "results.json")
-    encoder, encoder_kind_ = load_encoder(config.encoder)
-    kind = items_kind(config, encoder_kind_)
-    tubelet = encoder.tubelet_size if kind != encoder_kind_ else 0
+    encoder, own_kind = load_encoder(config.encoder)
+    kind = items_kind(config, own_kind)
+    tubelet = encoder.tubelet_size if kind != own_kind else 0
     if config.heldout_data:
         train, heldout = list_videos(config.data), list_videos(config.heldout_data)
         check_labelled(train, config.data)
@@ -263,7 +263,7 @@ def probe(config: ProbeConfig, verbose: int = 1) -> dict:
         (train_x if split == "train" else test_x).update(zip(encoders, feats))
     num_classes = int(max(labels["train"].max(), labels["heldout"].max())) + 1
     results = {"config": dataclasses.asdict(config), "kind": kind,
-               "encoder_kind": encoder_kind_, "classes": num_classes,
+               "encoder_kind": own_kind, "classes": num_classes,
                "train_items": int(len(labels["train"])), "encode_seconds": time.time() - started}
     for name in encoders:
         results[name] = score_seeds(train_x[name], labels["train"], test_x[name],
