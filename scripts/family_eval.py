@@ -63,17 +63,16 @@ RUNS = {
     # training digits of the same split alone (64 px, `--content images`) under I-JEPA's masks
     # (`--image-masks ijepa`, as the `digits` member), motion (the flow loss) from the clips; the
     # probe that decides the bar reads the still held-out digits (`--items image`), and the clips
-    # (digit, direction) are probed too. Written before its validation run's probe (seed 0).
-    "moving-digits-ijepa": dict(data="moving-digits", source="videos", split_seed=1,
-                                clips_per_digit=3, pretrain_csv="pretrain.csv", stills="digits",
-                                extra_probes={"clips": ("train.csv", "heldout.csv"),
-                                              "direction": ("train_direction.csv",
-                                                            "heldout_direction.csv")},
-                                pretrain=dict(steps=10000, batch_size=16, frames=4,
-                                              resolution=64, fps=8.0, lr=3e-4, start_lr=1e-4,
-                                              ema=(0.996, 1.0), motion_weight=1.0,
-                                              motion_pairs=4, content="images",
-                                              image_masks="ijepa")),
+    # (digit, direction) are probed too; 20000 steps, as the `digits` member. Written before its
+    # validation run's probe (seed 0).
+    "moving-digits-ijepa-20k": dict(
+        data="moving-digits", source="videos", split_seed=1, clips_per_digit=3,
+        pretrain_csv="pretrain.csv", stills="digits",
+        extra_probes={"clips": ("train.csv", "heldout.csv"),
+                      "direction": ("train_direction.csv", "heldout_direction.csv")},
+        pretrain=dict(steps=20000, batch_size=16, frames=4, resolution=64, fps=8.0, lr=3e-4,
+                      start_lr=1e-4, ema=(0.996, 1.0), motion_weight=1.0, motion_pairs=4,
+                      content="images", image_masks="ijepa")),
 }
 
 

@@ -226,7 +226,7 @@ def test_family_eval_members_are_valid_runs_on_data_their_generators_write(tmp_p
     run = family_eval.RUNS["moving-digits"]
     write_moving_digits(tmp_path / "moving-digits", 1, frames=4, count=6, seed=run["split_seed"])
     write_digits(tmp_path / "digits", 20, seed=run["split_seed"])
-    for name in ("moving-digits", "moving-digits-ijepa"):
+    for name in ("moving-digits", "moving-digits-ijepa-20k"):
         # The clips beside the pretraining list (the extra probes); the member with stills
         # probes the still digits of the same split, the other the clips.
         pretrain_csv, probe_csv, heldout = family_eval.make_data(name, tmp_path)
