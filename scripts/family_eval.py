@@ -82,15 +82,14 @@ def make_data(member: str, work: Path) -> tuple[Path, Path, str]:
 
     run = RUNS[member]
     if "split_seed" in run:  # the digits' own train / held-out split
-        folder = work / run["data"]
-        if not (folder / "heldout.csv").is_file():
-            generate(run["data"], folder, run.get("clips_per_digit"), seed=run["split_seed"])
-        if "stills" in run:  # the still digits of the same split: mixed in, and probed
-            folder = work / run["stills"]
-            if not (folder / "heldout.csv").is_file():
-                generate(run["stills"], folder, None, seed=run["split_seed"])
-        return folder.parent / run["data"] / run["pretrain_csv"], folder / "train.csv", str(
-            folder / "heldout.csv")
+        # With `stills`, the still digits of the same split: the images mixed into pretraining
+        # (their training list) and the items the deciding probe reads.
+        for name, count in ((run["data"], run.get("clips_per_digit")), (run.get("stills"), None)):
+            if name and not (work / name / "heldout.csv").is_file():
+                generate(name, work / name, count, seed=run["split_seed"])
+        probed = work / run.get("stills", run["data"])
+        return (work / run["data"] / run["pretrain_csv"], probed / "train.csv",
+                str(probed / "heldout.csv"))
     folders = []
     for name, count, seed in (("pretrain", run["pretrain_count"], 0),
                               ("probe", run["probe_count"], 1)):

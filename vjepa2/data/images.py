@@ -91,6 +91,14 @@ def make_image_dataset(source, resolution=128, batch_size=16, training=True, see
     return dataset, stats
 
 
+def as_one_tubelet(images, tubelet: int):
+    """(B, H, W, C) images -> (B, tubelet, H, W, C) clips, each image repeated: how a video
+    encoder reads an image (V-JEPA 2 mixes images into video pretraining this way)."""
+    import tensorflow as tf
+
+    return tf.repeat(images[:, None], tubelet, axis=1)
+
+
 def texture(rng, size, low=40.0, high=200.0):
     """(size, size, 3) float32: a random colour plus three random gratings."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size

@@ -19,6 +19,10 @@ from vjepa2.errors import UsageError
 
 MEMBERS = ("video", "image", "audio", "motion")
 MEL_BINS = 128
+# Where images are mixed into clips: what the content (JEPA) loss reads (both, as V-JEPA 2; or
+# the images alone, as MC-JEPA's paper) and the images' masks (V-JEPA 2's or I-JEPA's).
+CONTENT = ("all", "images")
+IMAGE_MASKS = ("multiblock", "ijepa")
 
 
 def member_of(config) -> str:
@@ -176,11 +180,10 @@ def check_family_fields(config) -> None:
     if config.motion_pairs is not None and not config.motion_weight:
         raise UsageError(f"--motion-pairs {config.motion_pairs} needs --motion-weight > 0 "
                          "(MC-JEPA's flow loss)")
-    if config.content not in ("all", "images"):
-        raise UsageError(f"content must be all or images; received {config.content!r}")
-    if config.image_masks not in ("multiblock", "ijepa"):
-        raise UsageError(f"image_masks must be multiblock or ijepa; received "
-                         f"{config.image_masks!r}")
+    for name, choices in (("content", CONTENT), ("image_masks", IMAGE_MASKS)):
+        if getattr(config, name) not in choices:
+            raise UsageError(f"{name} must be one of {', '.join(choices)}; received "
+                             f"{getattr(config, name)!r}")
     if config.image_masks == "ijepa" and not (config.images and config.videos):
         raise UsageError("--image-masks ijepa sets the masks of images mixed into clips; it "
                          "needs --videos and --images")
@@ -201,7 +204,7 @@ def mix_images(dataset, config, sampler, start_step: int, gate, shard=(1, 0)):
     ijepa` (`image_video`, `image_context_ids_i`, `image_target_ids_i`)."""
     import tensorflow as tf
 
-    from vjepa2.data.images import make_image_dataset
+    from vjepa2.data.images import as_one_tubelet, make_image_dataset
     from vjepa2.masks import MultiBlockMaskSampler
 
     tubelet = config.frames // sampler.grid[0]
@@ -209,7 +212,7 @@ def mix_images(dataset, config, sampler, start_step: int, gate, shard=(1, 0)):
                                    batch_size=config.batch_size, seed=config.seed,
                                    start_index=start_step * config.batch_size, gate=gate,
                                    num_parallel_calls=config.workers, shard=shard)
-    images = images.map(lambda x: tf.repeat(x[:, None], tubelet, axis=1))
+    images = images.map(lambda x: as_one_tubelet(x, tubelet))
     grid = (1,) + tuple(sampler.grid[1:])
     if config.image_masks == "ijepa":
         from vjepa2.masks_2d import IJEPAMaskSampler

@@ -15,13 +15,9 @@ from __future__ import annotations
 from keras import ops
 
 from vjepa2.models.world_model import layer_norm_no_affine  # noqa: F401 (re-exported)
+from vjepa2.train.family import CONTENT
 from vjepa2.train.schedules import linear_momentum
 from vjepa2.train.trainer import BackendTrainer
-
-
-# What the content (JEPA) loss reads where images are mixed into clips: both (V-JEPA 2), or the
-# images alone (MC-JEPA's paper).
-CONTENT = ("all", "images")
 
 
 def feature_std(tokens):
@@ -93,15 +89,14 @@ class JEPAPretrainer(BackendTrainer):
         `content="images"`, the images' loss alone is the content loss (MC-JEPA's paper learns
         content from images; the clips then feed only the motion loss).
         """
+        images = {k[len("image_"):]: v for k, v in data.items() if k.startswith("image_")}
         if self.content == "images":
-            if "image_video" not in data:
+            if not images:
                 raise ValueError("content='images' needs images mixed into the batch "
                                  "(image_video)")
-            images = {k[len("image_"):]: v for k, v in data.items() if k.startswith("image_")}
             return self._masked_loss(images, training)
         loss, aux = self._masked_loss(data, training)
-        if "image_video" in data:
-            images = {k[len("image_"):]: v for k, v in data.items() if k.startswith("image_")}
+        if images:
             image_loss, image_aux = self._masked_loss(images, training)
             aux.update({f"image_{k}": v for k, v in image_aux.items()})
             loss = (loss + image_loss) / 2.0

@@ -22,6 +22,7 @@ from pathlib import Path
 from vjepa2.errors import UsageError
 from vjepa2.train.config import (DIVERGENCE_FACTOR_HELP, DIVERGENCE_STEPS_HELP,
                                  TrainingConfigMixin, check, opt)
+from vjepa2.train.family import CONTENT, IMAGE_MASKS
 from vjepa2.train.distribute import (COORDINATOR_HELP, DISTRIBUTE_CHOICES, DISTRIBUTE_HELP,
                                      NUM_PROCESSES_HELP, PROCESS_ID_HELP,
                                      check_distribution_fields, start_distribution)
@@ -90,11 +91,11 @@ class PretrainConfig(TrainingConfigMixin):
     content: str = opt("all", "with --videos and --images: what the content (JEPA) loss reads: "
                        "all (clips and images, averaged, as V-JEPA 2 mixes them) or images (as "
                        "MC-JEPA's paper: the clips then feed only the flow loss of "
-                       "--motion-weight)", choices=("all", "images"))
+                       "--motion-weight)", choices=CONTENT)
     image_masks: str = opt("multiblock", "with --videos and --images: the images' masks: "
                            "multiblock (V-JEPA 2's two sets on one tubelet) or ijepa (I-JEPA's "
                            "4 target blocks and one context block)",
-                           choices=("multiblock", "ijepa"))
+                           choices=IMAGE_MASKS)
     jit: str = opt("auto", "XLA-compile the training step: auto (JAX always; TensorFlow on one "
                    "device, where it measured 1.6x faster on the CPU), on or off",
                    choices=("auto", "on", "off"))

@@ -133,16 +133,14 @@ def items_kind(config: ProbeConfig, encoder_kind: str) -> str:
 def _dataset(kind, csv_path, config: ProbeConfig, tubelet=0):
     """Batches of 16 (inputs, label); with `tubelet` > 0, images come repeated to that many
     frames (a video encoder's one-tubelet clip)."""
-    import tensorflow as tf
-
     common = dict(batch_size=1, training=False, seed=config.seed, repeat=False,
                   with_labels=True)
     if kind == "image":
-        from vjepa2.data.images import make_image_dataset
+        from vjepa2.data.images import as_one_tubelet, make_image_dataset
 
         dataset, _ = make_image_dataset(csv_path, resolution=config.resolution, **common)
         if tubelet:
-            dataset = dataset.map(lambda x, y: (tf.repeat(x[:, None], tubelet, axis=1), y))
+            dataset = dataset.map(lambda x, y: (as_one_tubelet(x, tubelet), y))
     elif kind == "audio":
         from vjepa2.data.audio import make_audio_dataset
 
